@@ -1,0 +1,1 @@
+"""Engine bundles shipped with pdd; the default lives in a subfolder here."""

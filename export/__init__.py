@@ -1,0 +1,1 @@
+"""pdd.export — PyTorch → ONNX graphs → TensorRT engines; the engine bundle writer."""

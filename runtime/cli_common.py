@@ -1,0 +1,61 @@
+"""Shared plumbing for the typer commands: one-line errors with a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, TypeVar
+
+import typer
+
+from pdd.runtime.errors import PddError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def make_app(help_text: str) -> typer.Typer:
+    """A typer app with our conventions: no shell-completion noise, no rich tracebacks."""
+    return typer.Typer(
+        help=help_text,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        no_args_is_help=False,
+        rich_markup_mode="rich",
+    )
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
+    """Print `error: message` on stderr and return the Exit to raise."""
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def user_errors(func: F) -> F:
+    """Decorator for command bodies: PddError (and a few OS errors a user causes) → one line on stderr, exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PddError as exc:
+            raise fail(str(exc)) from None
+        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            raise fail(f"{exc.strerror or exc}{where}") from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", EXIT_INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def not_built_yet(command: str, issue: str) -> Callable[[], None]:
+    """Entry point for a command whose implementation has not landed: says so and exits 2 (no fake output)."""
+
+    def main() -> None:
+        print(f"error: {command} is not built yet ({issue})", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
+
+    return main

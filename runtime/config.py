@@ -1,0 +1,123 @@
+"""Audio presets: the one definition of sample rate, STFT, mel and packing settings.
+
+Presets are dataclasses that serialise to JSON; every checkpoint and engine bundle carries the preset it was made with,
+so a model is never fed mels of another shape or scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pdd.runtime.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    name: str = "paper"
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    win_length: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None  # None: sample_rate / 2
+    frames: int = 384
+    top_db: float = 80.0
+    pack_chunks: int = 3
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- derived sizes -------------------------------------------------------------------------------------------
+    @property
+    def n_freqs(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def f_max(self) -> float:
+        return float(self.fmax) if self.fmax is not None else self.sample_rate / 2.0
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples whose centred STFT has exactly `frames` frames."""
+        return (self.frames - 1) * self.hop_length
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.clip_samples / self.sample_rate
+
+    @property
+    def packed_channels(self) -> int:
+        return self.pack_chunks * self.n_mels
+
+    @property
+    def packed_length(self) -> int:
+        return self.frames // self.pack_chunks
+
+    @property
+    def packed_shape(self) -> tuple[int, int]:
+        """Shape the model sees for one clip: (C·F, T/C)."""
+        return (self.packed_channels, self.packed_length)
+
+    # -- validation and serialisation ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        problems = []
+        if self.sample_rate <= 0:
+            problems.append("sample_rate must be positive")
+        if self.win_length > self.n_fft or self.win_length <= 0:
+            problems.append("win_length must be in 1..n_fft")
+        if self.hop_length <= 0 or self.hop_length > self.win_length:
+            problems.append("hop_length must be in 1..win_length")
+        if self.n_mels <= 0:
+            problems.append("n_mels must be positive")
+        if not 0 <= self.fmin < self.f_max <= self.sample_rate / 2:
+            problems.append("need 0 <= fmin < fmax <= sample_rate/2")
+        if self.pack_chunks <= 0 or self.frames <= 0 or self.frames % self.pack_chunks:
+            problems.append(f"frames ({self.frames}) must be a positive multiple of pack_chunks ({self.pack_chunks})")
+        if self.top_db <= 0:
+            problems.append("top_db must be positive")
+        if problems:
+            raise ConfigError(f"invalid audio preset {self.name!r}: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AudioConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown audio config fields: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "AudioConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"audio config is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+PRESETS: dict[str, AudioConfig] = {
+    # DESIGN §3: 1×128×384 → 3×128×128, ≈ 8.9 s at 22.05 kHz.
+    "paper": AudioConfig(),
+    # Seconds-fast shapes for tests: 96 frames ≈ 1.5 s at 16 kHz, packed to 96×32.
+    "tiny": AudioConfig(
+        name="tiny", sample_rate=16000, n_fft=512, win_length=512, hop_length=256, n_mels=32, frames=96, pack_chunks=3
+    ),
+}
+
+
+def get_preset(name: str) -> AudioConfig:
+    """The named audio preset, or a ConfigError that lists the valid names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown audio preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

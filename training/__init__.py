@@ -1,0 +1,1 @@
+"""pdd.training — PyTorch: data sets, 1D U-Net, v-diffusion training, progressive distillation, evaluation."""
