@@ -1,0 +1,147 @@
+"""Quality metrics for generated music (DESIGN §9): Fréchet distances, spectral flux and teacher fidelity.
+
+All of these work on numpy arrays and need no model, except FD-BP, whose embeddings come from `pdd.training.basic_pitch`:
+
+* `frechet_distance` — ‖μ₁−μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁Σ₂)^½ between two Gaussians fitted to feature sets.
+* FD-mel — that distance between per-frame log-mel vectors (in dB), so it needs no embedding network at all.
+* spectral flux — mean/std over frames of the positive dB increase per mel band between neighbouring frames; blurry,
+  over-smoothed samples (a typical few-step failure) show a flux well below that of real music.
+* teacher fidelity — mel-dB mean absolute error between two sets of mels made from the same noise (student@N vs teacher@1024).
+
+This is *not* FAD: the Fréchet Audio Distance of the seed uses VGGish embeddings whose weights are fetched from a model hub,
+which this project cannot do at run time; FD-BP uses the Basic Pitch network that ships inside its PyPI wheel instead. Numbers
+from the two are not comparable to each other or to published FAD values — compare rows within one table only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from pdd.runtime.config import AudioConfig
+from pdd.runtime.errors import ConfigError
+
+# Relative size of the ridge added to singular covariances (fewer samples than dimensions): small enough not to move a
+# well-conditioned distance, large enough that the eigen-decompositions stay finite.
+_RIDGE = 1e-6
+
+
+@dataclass(frozen=True)
+class GaussianStats:
+    """Mean and covariance of a feature set, and how many samples they came from."""
+
+    mean: np.ndarray  # (D,)
+    cov: np.ndarray  # (D, D)
+    count: int
+
+    @classmethod
+    def from_features(cls, features: np.ndarray) -> "GaussianStats":
+        """Fit to an (n, D) array of feature vectors (float64 accumulation; n ≥ 2)."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2:
+            raise ConfigError(f"features must be an (n, dim) array, got shape {features.shape}")
+        if features.shape[0] < 2:
+            raise ConfigError(f"need at least 2 feature vectors to fit a Gaussian, got {features.shape[0]}")
+        if not np.all(np.isfinite(features)):
+            raise ConfigError("features contain NaN or inf")
+        return cls(mean=features.mean(axis=0), cov=np.cov(features, rowvar=False).reshape(features.shape[1], -1),
+                   count=features.shape[0])
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix by eigen-decomposition (negative round-off clipped to 0)."""
+    values, vectors = scipy.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
+    """tr (Σ₁Σ₂)^½ for symmetric PSD Σ₁, Σ₂, computed stably and exactly real.
+
+    Σ₁Σ₂ is not symmetric, so a general `scipy.linalg.sqrtm` of it can return complex round-off (and fails outright on
+    singular covariances). It is similar to the symmetric PSD matrix Σ₁^½ Σ₂ Σ₁^½, which has the same eigenvalues, so the
+    trace of its square root is the sum of the square roots of those (real, non-negative) eigenvalues.
+    """
+    root1 = _psd_sqrt(cov1)
+    middle = root1 @ cov2 @ root1
+    middle = (middle + middle.T) / 2  # symmetric up to round-off; make it exactly so for eigvalsh
+    eigenvalues = scipy.linalg.eigvalsh(middle)
+    return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+
+
+def frechet_distance(a: GaussianStats, b: GaussianStats) -> float:
+    """Fréchet (2-Wasserstein) distance between the Gaussians N(μ_a, Σ_a) and N(μ_b, Σ_b); 0 for identical statistics.
+
+    Singular covariances (fewer samples than dimensions) get a tiny ridge, scaled to the covariances' average variance,
+    on both sides so the distance of a set to itself stays 0.
+    """
+    if a.mean.shape != b.mean.shape:
+        raise ConfigError(f"feature dimensions differ: {a.mean.shape[0]} vs {b.mean.shape[0]}")
+    cov_a, cov_b = a.cov, b.cov
+    dim = cov_a.shape[0]
+    if min(a.count, b.count) <= dim:
+        scale = max((np.trace(cov_a) + np.trace(cov_b)) / (2 * dim), 1e-12)
+        ridge = _RIDGE * scale * np.eye(dim)
+        cov_a, cov_b = cov_a + ridge, cov_b + ridge
+    diff = a.mean - b.mean
+    distance = float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt_product(cov_a, cov_b))
+    return max(distance, 0.0)  # round-off can make identical sets a hair negative
+
+
+def frechet_distance_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two (n, D) feature sets."""
+    return frechet_distance(GaussianStats.from_features(features_a), GaussianStats.from_features(features_b))
+
+
+# -- mel-based metrics -------------------------------------------------------------------------------------------------
+
+def mel_to_db(mels: np.ndarray, config: AudioConfig) -> np.ndarray:
+    """Normalised log-mels in [-1, 1] (values outside are clipped, as the vocoder does) → dB in [-top_db, 0]."""
+    clipped = np.clip(np.asarray(mels, dtype=np.float64), -1.0, 1.0)
+    return (clipped - 1.0) * (config.top_db / 2.0)
+
+
+def _as_clip_batch(mels: np.ndarray, config: AudioConfig) -> np.ndarray:
+    mels = np.asarray(mels)
+    if mels.ndim == 2:
+        mels = mels[None]
+    if mels.ndim != 3 or mels.shape[1] != config.n_mels:
+        raise ConfigError(f"expected mels shaped (clips, {config.n_mels}, frames), got {mels.shape}")
+    return mels
+
+
+def mel_frame_features(mels: np.ndarray, config: AudioConfig) -> np.ndarray:
+    """(clips, n_mels, frames) normalised mels → (clips·frames, n_mels) per-frame log-mel vectors in dB (FD-mel's features)."""
+    db = mel_to_db(_as_clip_batch(mels, config), config)
+    return np.ascontiguousarray(np.swapaxes(db, 1, 2).reshape(-1, config.n_mels))
+
+
+def fd_mel(mels_a: np.ndarray, mels_b: np.ndarray, config: AudioConfig) -> float:
+    """FD-mel: Fréchet distance between the per-frame log-mel (dB) vectors of two sets of clips (units: dB²)."""
+    return frechet_distance_features(mel_frame_features(mels_a, config), mel_frame_features(mels_b, config))
+
+
+@dataclass(frozen=True)
+class FluxStats:
+    mean: float
+    std: float
+
+
+def spectral_flux(mels: np.ndarray, config: AudioConfig) -> FluxStats:
+    """Mean and std over all frames of a set of the spectral flux: per frame, the mean over mel bands of the positive
+    dB increase since the previous frame (the onset-strength envelope librosa computes, on our own mels)."""
+    db = mel_to_db(_as_clip_batch(mels, config), config)
+    if db.shape[-1] < 2:
+        raise ConfigError("spectral flux needs at least 2 frames per clip")
+    flux = np.maximum(np.diff(db, axis=-1), 0.0).mean(axis=1)  # (clips, frames-1)
+    return FluxStats(mean=float(flux.mean()), std=float(flux.std()))
+
+
+def teacher_fidelity(student_mels: np.ndarray, teacher_mels: np.ndarray, config: AudioConfig) -> float:
+    """Mel-dB mean absolute error between clips made from the same noise (student@N vs teacher@1024); 0 = identical."""
+    a = _as_clip_batch(student_mels, config)
+    b = _as_clip_batch(teacher_mels, config)
+    if a.shape != b.shape:
+        raise ConfigError(f"fidelity needs paired clips of one shape, got {a.shape} and {b.shape}")
+    return float(np.abs(mel_to_db(a, config) - mel_to_db(b, config)).mean())
