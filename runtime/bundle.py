@@ -1,0 +1,568 @@
+"""Engine bundles (DESIGN §6): the manifest schema, writing it, and loading + verifying a bundle without torch.
+
+A bundle is a folder::
+
+    manifest.json        this module's schema, format "pdd-engine/1" (below)
+    denoiser.onnx        (z_t, t) → v            one model call, for the host-loop mode
+    sampler.onnx         (z_1) → x0              the whole N-step DDIM unrolled, one call per request
+    vocoder.onnx         (x0, phase0) → waveform  unpack + denormalise + mel⁻¹ + Griffin-Lim
+    <weights>.data       optional ONNX external data shared by denoiser and sampler
+    golden.npz           inputs and reference outputs, keys "<graph>.<tensor>"
+    trt/<key>/…          TensorRT plans (built per machine, never committed), key = plan_key(gpu, trt version, precision)
+
+Manifest schema (every key required unless marked optional)::
+
+    format            "pdd-engine/1" (MANIFEST_FORMAT); another value → BundleError "re-export with this pdd"
+    name              bundle name (str)
+    audio             AudioConfig.to_dict() of the preset the model was trained on
+    pack              {"chunks": C}                        must equal audio.pack_chunks
+    schedule          {"kind": "cosine", "steps": N, "t": [...], "alpha": [...], "sigma": [...]}
+                      = pdd.runtime.schedule.grid_coefficients(N) as lists (checked to 1e-6);
+                      optional "continuous": true when the denoiser was trained on continuous t (a teacher): loop mode
+                      then accepts any step count; otherwise only counts whose grid is a subset of the trained grid
+                      (divisors of N, see `Bundle.valid_loop_steps`).
+    parameterization  "v" (the only one the runtime samples)
+    steps             N (== schedule.steps)
+    model             the U-Net config dict (opaque to the runtime; recorded for provenance)
+    precision         "fp32" | "fp16" (of the ONNX weights; graph I/O dtypes are whatever the graph specs say)
+    graphs            {"denoiser": GRAPH, "sampler": GRAPH, "vocoder": GRAPH}; at least one of denoiser/sampler;
+                      vocoder optional (the runtime falls back to numpy Griffin-Lim). GRAPH =
+                      {"file": "denoiser.onnx",
+                       "inputs":  [{"name": "z_t", "dtype": "float32", "shape": ["batch", CF, L]},
+                                   {"name": "t",   "dtype": "float32", "shape": ["batch"]}],
+                       "outputs": [{"name": "v",   "dtype": "float32", "shape": ["batch", CF, L]}]}
+                      shape entries are ints (fixed) or strings (a named dynamic axis: the ONNX graph must have a
+                      symbolic dim there, so a batch accidentally fixed at export is caught at load).
+                      Names per graph: denoiser (z_t, t) → v; sampler (z_1) → x0; vocoder (x0 (batch, CF, L),
+                      phase0 (batch, n_freqs, frames)) → waveform (batch, samples); the vocoder GRAPH also carries
+                      "gl_iters" (int) and "gl_momentum" (float) it was built with.
+    external_data     file name of the shared external-data file, or null
+    files             {relpath: sha256} of every file above (graphs, external data, golden) — filled by write_manifest
+    golden            "golden.npz" or null (optional key)
+    opset             ONNX opset (int)
+    provenance        free-form dict (pdd version, data, teacher/student steps, evaluation figures)
+    trt               optional {"plans": {key: PLANS}} for plans shipped/built by pdd-export --trt, where
+                      PLANS = {"gpu": str, "trt_version": str, "precision": "fp32"|"fp16",
+                               "graphs": {graph: {"file": "trt/<key>/<graph>.plan", "sha256": str,
+                                                  "source_sha256": sha256 of the ONNX file it was built from,
+                                                  "batch": {"min": int, "opt": int, "max": int}}}}
+                      Plans are NOT in `files` (they are per machine); a runtime that builds a plan on first use writes
+                      the same PLANS dict to trt/<key>/plans.json instead of touching the manifest. A plan whose
+                      source_sha256 differs from the current graph's is stale and never loaded.
+
+`load_bundle` checks, in order: folder and manifest exist and parse, the format version, required keys, the audio preset
+and its consistency with pack/graph shapes, the schedule against schedule.py, every sha256, and (unless
+check_graphs=False) each graph's I/O names/dtypes/shapes against the ONNX file as onnxruntime sees it. Each failure is one
+BundleError that says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from pdd.runtime.config import AudioConfig
+from pdd.runtime.errors import BundleError, ConfigError
+from pdd.runtime.schedule import grid_coefficients
+
+MANIFEST_FORMAT = "pdd-engine/1"
+MANIFEST_NAME = "manifest.json"
+GRAPH_NAMES = ("denoiser", "sampler", "vocoder")
+PRECISIONS = ("fp32", "fp16")
+REQUIRED_KEYS = (
+    "format", "name", "audio", "pack", "schedule", "parameterization", "steps", "model", "precision", "graphs",
+    "external_data", "files", "opset", "provenance",
+)
+# The I/O names the runtime feeds and reads, per graph.
+GRAPH_IO = {
+    "denoiser": (("z_t", "t"), ("v",)),
+    "sampler": (("z_1",), ("x0",)),
+    "vocoder": (("x0", "phase0"), ("waveform",)),
+}
+# ONNX Runtime's type strings ("tensor(float)") ↔ numpy dtype names used in the manifest.
+ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+}
+SCHEDULE_TOLERANCE = 1e-6
+_HASH_CHUNK = 1 << 20
+
+REEXPORT = "re-export the bundle with `pdd-export`"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, numpy dtype name, shape with ints (fixed) or strings (named dynamic axes)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "TensorSpec":
+        if not isinstance(data, dict) or not {"name", "dtype", "shape"} <= set(data):
+            raise BundleError(f"manifest {where}: each tensor needs name, dtype and shape; {REEXPORT}")
+        shape = tuple(data["shape"])
+        if not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
+            raise BundleError(f"manifest {where}.{data['name']}: shape entries must be ints or axis names; {REEXPORT}")
+        try:
+            np.dtype(data["dtype"])
+        except TypeError:
+            raise BundleError(f"manifest {where}.{data['name']}: unknown dtype {data['dtype']!r}; {REEXPORT}") from None
+        return cls(str(data["name"]), str(data["dtype"]), shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One ONNX graph of the bundle: its file, I/O specs, and graph-specific extras (e.g. the vocoder's gl_iters)."""
+
+    name: str
+    file: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def input(self, name: str) -> TensorSpec:
+        return _by_name(self.inputs, name, self.name)
+
+    def output(self, name: str) -> TensorSpec:
+        return _by_name(self.outputs, name, self.name)
+
+
+def _by_name(specs: Iterable[TensorSpec], name: str, graph: str) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise BundleError(f"graph {graph!r} has no tensor {name!r}; {REEXPORT}")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, verified bundle. `hash` is the sha256 of manifest.json (which pins every file's hash)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    audio: AudioConfig
+    steps: int
+    schedule: dict[str, np.ndarray]
+    graphs: dict[str, GraphSpec]
+    hash: str
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.manifest["precision"])
+
+    @property
+    def chunks(self) -> int:
+        return int(self.manifest["pack"]["chunks"])
+
+    @property
+    def packed_shape(self) -> tuple[int, int]:
+        """(C·F, L) of one clip as the model sees it."""
+        return self.audio.packed_shape
+
+    @property
+    def continuous_time(self) -> bool:
+        return bool(self.manifest["schedule"].get("continuous", False))
+
+    def has_graph(self, name: str) -> bool:
+        return name in self.graphs
+
+    def graph(self, name: str) -> GraphSpec:
+        if name not in self.graphs:
+            have = ", ".join(sorted(self.graphs)) or "none"
+            raise BundleError(f"bundle {self.name!r} has no {name} graph (it has: {have}); {REEXPORT} to include it")
+        return self.graphs[name]
+
+    def graph_path(self, name: str) -> Path:
+        return self.path / self.graph(name).file
+
+    def valid_loop_steps(self, limit: int = 1024) -> list[int]:
+        """Step counts loop mode accepts: divisors of N (their grids t = k/M are subsets of the trained grid k/N).
+
+        A bundle whose schedule says "continuous" (a teacher trained on continuous t) accepts any count; the list then
+        runs 1..limit.
+        """
+        if self.continuous_time:
+            return list(range(1, limit + 1))
+        return [m for m in range(1, self.steps + 1) if self.steps % m == 0]
+
+    def golden_path(self) -> Path | None:
+        name = self.manifest.get("golden")
+        return self.path / name if name else None
+
+    def golden(self) -> dict[str, np.ndarray]:
+        """The golden tensors, keyed "<graph>.<tensor>"; BundleError when the bundle has none."""
+        path = self.golden_path()
+        if path is None:
+            raise BundleError(f"bundle {self.name!r} has no golden.npz to verify against; {REEXPORT}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{path}: unreadable golden file ({exc}); {REEXPORT}") from None
+
+    def trt_root(self) -> Path:
+        return self.path / "trt"
+
+    def trt_plans(self, key: str) -> dict[str, Any] | None:
+        """The PLANS dict for `key`: from the manifest's trt.plans, else from trt/<key>/plans.json; None if neither."""
+        plans = (self.manifest.get("trt") or {}).get("plans") or {}
+        if key in plans:
+            return plans[key]
+        sidecar = self.trt_root() / key / "plans.json"
+        if sidecar.is_file():
+            try:
+                return json.loads(sidecar.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None  # a broken cache is rebuilt, not fatal
+        return None
+
+    def file_sha256(self, relpath: str) -> str:
+        return self.manifest["files"].get(relpath, "")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def referenced_files(manifest: dict[str, Any]) -> list[str]:
+    """Relative paths of every file the manifest references (graphs, external data, golden), in a stable order."""
+    names: list[str] = []
+    for graph in GRAPH_NAMES:
+        spec = (manifest.get("graphs") or {}).get(graph)
+        if spec and spec.get("file"):
+            names.append(str(spec["file"]))
+    if manifest.get("external_data"):
+        names.append(str(manifest["external_data"]))
+    if manifest.get("golden"):
+        names.append(str(manifest["golden"]))
+    return list(dict.fromkeys(names))
+
+
+def schedule_entry(steps: int, *, continuous: bool = False) -> dict[str, Any]:
+    """The manifest's "schedule" value for an N-step bundle (what export should write)."""
+    coeffs = grid_coefficients(steps)
+    entry: dict[str, Any] = {"kind": "cosine", "steps": int(steps)}
+    entry.update({key: [float(v) for v in coeffs[key]] for key in ("t", "alpha", "sigma")})
+    if continuous:
+        entry["continuous"] = True
+    return entry
+
+
+def write_manifest(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
+    """Fill `files` with the sha256 of every referenced file, set `format`, and write manifest.json atomically.
+
+    Raises BundleError when a referenced file is missing. Returns the manifest path.
+    """
+    bundle_dir = Path(bundle_dir)
+    manifest = dict(manifest)
+    manifest["format"] = MANIFEST_FORMAT
+    files: dict[str, str] = {}
+    for relpath in referenced_files(manifest):
+        path = bundle_dir / relpath
+        if not path.is_file():
+            raise BundleError(f"cannot write manifest: {path} does not exist")
+        files[relpath] = sha256_file(path)
+    manifest["files"] = files
+    target = bundle_dir / MANIFEST_NAME
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=bundle_dir)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def plan_key(gpu_name: str, trt_version: str, precision: str) -> str:
+    """Folder name under trt/ for plans built on `gpu_name` with TensorRT `trt_version`: "<gpu>-<version>-<precision>".
+
+    The GPU name is reduced to [A-Za-z0-9_.] runs joined by "_" (e.g. "NVIDIA_H200-10.7.0-fp16").
+    """
+    if precision not in PRECISIONS:
+        raise BundleError(f"unknown precision {precision!r}; use one of: {', '.join(PRECISIONS)}")
+    gpu = "_".join(re.findall(r"[A-Za-z0-9_.]+", gpu_name)) or "gpu"
+    version = "_".join(re.findall(r"[A-Za-z0-9_.]+", trt_version)) or "unknown"
+    return f"{gpu}-{version}-{precision}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def load_bundle(bundle_dir: str | os.PathLike[str], *, check_graphs: bool = True, check_hashes: bool = True) -> Bundle:
+    """Read and verify a bundle; every failure is one BundleError that says what to do.
+
+    `check_graphs` opens each ONNX file with onnxruntime (optimisations off, CPU) to compare its I/O with the
+    manifest; a backend that opens the graphs anyway may pass False and call `check_graph_io` on its own sessions.
+    """
+    path = Path(bundle_dir)
+    if not path.exists():
+        raise BundleError(f"engine folder {path} does not exist; pass --engine with a folder made by `pdd-export`")
+    if not path.is_dir():
+        raise BundleError(f"{path} is not a folder; pass --engine with a folder made by `pdd-export`")
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleError(f"{path} has no {MANIFEST_NAME}: not an engine bundle; {REEXPORT}")
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); {REEXPORT}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} is not a JSON object; {REEXPORT}")
+
+    fmt = manifest.get("format")
+    if fmt != MANIFEST_FORMAT:
+        raise BundleError(
+            f"{path}: bundle format {fmt!r} is not supported (this pdd reads {MANIFEST_FORMAT!r}); {REEXPORT} from this version"
+        )
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise BundleError(f"{manifest_path}: missing keys {', '.join(missing)}; {REEXPORT}")
+
+    audio = _check_audio(manifest, path)
+    steps, schedule = _check_schedule(manifest, path)
+    if manifest["parameterization"] != "v":
+        raise BundleError(f"{path}: parameterization {manifest['parameterization']!r} is not supported (only 'v'); {REEXPORT}")
+    if manifest["precision"] not in PRECISIONS:
+        raise BundleError(f"{path}: unknown precision {manifest['precision']!r}; {REEXPORT}")
+    graphs = _parse_graphs(manifest, path)
+    _check_graph_shapes(graphs, audio, path)
+    if check_hashes:
+        _check_files(manifest, path)
+
+    bundle = Bundle(
+        path=path, manifest=manifest, audio=audio, steps=steps, schedule=schedule, graphs=graphs,
+        hash=hashlib.sha256(raw).hexdigest(),
+    )
+    if check_graphs:
+        for name in bundle.graphs:
+            check_graph_io(bundle, name, *_onnx_io(bundle, name))
+    return bundle
+
+
+def _check_audio(manifest: dict[str, Any], path: Path) -> AudioConfig:
+    try:
+        audio = AudioConfig.from_dict(dict(manifest["audio"]))
+    except (ConfigError, TypeError) as exc:
+        raise BundleError(f"{path}: audio preset in the manifest is invalid ({exc}); {REEXPORT}") from None
+    chunks = (manifest.get("pack") or {}).get("chunks")
+    if chunks != audio.pack_chunks:
+        raise BundleError(f"{path}: pack.chunks {chunks} disagrees with the audio preset ({audio.pack_chunks}); {REEXPORT}")
+    return audio
+
+
+def _check_schedule(manifest: dict[str, Any], path: Path) -> tuple[int, dict[str, np.ndarray]]:
+    sched = manifest["schedule"]
+    steps = manifest["steps"]
+    if not isinstance(sched, dict) or sched.get("kind") != "cosine":
+        raise BundleError(f"{path}: only the cosine schedule is supported; {REEXPORT}")
+    if not isinstance(steps, int) or steps < 1 or sched.get("steps") != steps:
+        raise BundleError(f"{path}: steps ({steps!r}) and schedule.steps ({sched.get('steps')!r}) disagree; {REEXPORT}")
+    expected = grid_coefficients(steps)
+    arrays: dict[str, np.ndarray] = {}
+    for key in ("t", "alpha", "sigma"):
+        try:
+            values = np.asarray(sched[key], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise BundleError(f"{path}: schedule.{key} is missing or not a list of numbers; {REEXPORT}") from None
+        if values.shape != expected[key].shape or not np.allclose(values, expected[key], atol=SCHEDULE_TOLERANCE, rtol=0):
+            raise BundleError(
+                f"{path}: schedule.{key} does not match this runtime's cosine grid for {steps} steps "
+                f"(made by another pdd version?); {REEXPORT}"
+            )
+        arrays[key] = values
+    return steps, arrays
+
+
+def _parse_graphs(manifest: dict[str, Any], path: Path) -> dict[str, GraphSpec]:
+    raw = manifest["graphs"]
+    if not isinstance(raw, dict):
+        raise BundleError(f"{path}: manifest 'graphs' must be an object; {REEXPORT}")
+    unknown = set(raw) - set(GRAPH_NAMES)
+    if unknown:
+        raise BundleError(f"{path}: unknown graphs {', '.join(sorted(unknown))} (this pdd knows {', '.join(GRAPH_NAMES)}); {REEXPORT}")
+    if not ({"denoiser", "sampler"} & set(raw)):
+        raise BundleError(f"{path}: bundle has neither a denoiser nor a sampler graph; {REEXPORT}")
+    graphs: dict[str, GraphSpec] = {}
+    for name in GRAPH_NAMES:
+        if name not in raw:
+            continue
+        entry = raw[name]
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise BundleError(f"{path}: graphs.{name} needs a 'file'; {REEXPORT}")
+        inputs = tuple(TensorSpec.from_dict(t, f"graphs.{name}.inputs") for t in entry.get("inputs", []))
+        outputs = tuple(TensorSpec.from_dict(t, f"graphs.{name}.outputs") for t in entry.get("outputs", []))
+        want_in, want_out = GRAPH_IO[name]
+        have_in, have_out = tuple(t.name for t in inputs), tuple(t.name for t in outputs)
+        if set(have_in) != set(want_in) or set(have_out) != set(want_out):
+            raise BundleError(
+                f"{path}: graph {name} has I/O {have_in} → {have_out}, the runtime needs {want_in} → {want_out}; {REEXPORT}"
+            )
+        extra = {k: v for k, v in entry.items() if k not in {"file", "inputs", "outputs"}}
+        graphs[name] = GraphSpec(name, entry["file"], inputs, outputs, extra)
+    if "vocoder" in graphs:
+        extra = graphs["vocoder"].extra
+        if not isinstance(extra.get("gl_iters"), int) or not isinstance(extra.get("gl_momentum"), (int, float)):
+            raise BundleError(f"{path}: graphs.vocoder needs integer gl_iters and numeric gl_momentum; {REEXPORT}")
+    return graphs
+
+
+def _fixed(dim: int | str) -> int | None:
+    return dim if isinstance(dim, int) else None
+
+
+def _check_graph_shapes(graphs: dict[str, GraphSpec], audio: AudioConfig, path: Path) -> None:
+    """The manifest's fixed dims must be the preset's: (CF, L) for mel tensors, n_freqs/frames for phase, samples out."""
+    cf, length = audio.packed_shape
+    expected = {
+        ("denoiser", "z_t"): [None, cf, length], ("denoiser", "t"): [None], ("denoiser", "v"): [None, cf, length],
+        ("sampler", "z_1"): [None, cf, length], ("sampler", "x0"): [None, cf, length],
+        ("vocoder", "x0"): [None, cf, length], ("vocoder", "phase0"): [None, audio.n_freqs, audio.frames],
+        ("vocoder", "waveform"): [None, audio.clip_samples],
+    }
+    for graph in graphs.values():
+        for spec in graph.inputs + graph.outputs:
+            want = expected[(graph.name, spec.name)]
+            got = [_fixed(d) for d in spec.shape]
+            if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
+                raise BundleError(
+                    f"{path}: {graph.name}.{spec.name} has shape {list(spec.shape)} but the audio preset "
+                    f"{audio.name!r} needs {['batch' if w is None else w for w in want]}; {REEXPORT}"
+                )
+
+
+def _check_files(manifest: dict[str, Any], path: Path) -> None:
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise BundleError(f"{path}: manifest 'files' must map paths to sha256; {REEXPORT}")
+    for relpath in referenced_files(manifest):
+        if relpath not in files:
+            raise BundleError(f"{path}: {relpath} has no sha256 in the manifest; {REEXPORT}")
+    for relpath, digest in files.items():
+        file = path / relpath
+        if not file.is_file():
+            raise BundleError(f"{path}: {relpath} is missing; the bundle is incomplete — {REEXPORT} or copy it again")
+        if sha256_file(file) != digest:
+            raise BundleError(
+                f"{path}: {relpath} does not match its sha256 in the manifest (corrupt, truncated or edited); "
+                f"{REEXPORT} or copy it again"
+            )
+
+
+def _onnx_io(bundle: Bundle, name: str) -> tuple[list[Any], list[Any]]:
+    """Open one graph with onnxruntime on the CPU, optimisations off (only the I/O metadata is wanted)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(bundle.graph_path(name)), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own (Fail, InvalidProtobuf, …) types
+        raise BundleError(f"{bundle.graph_path(name)}: onnxruntime cannot load it ({_first_line(exc)}); {REEXPORT}") from None
+    return session.get_inputs(), session.get_outputs()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def check_graph_io(bundle: Bundle, name: str, inputs: list[Any], outputs: list[Any]) -> None:
+    """Compare onnxruntime NodeArgs (name, type, shape) of graph `name` with the manifest's specs."""
+    spec = bundle.graph(name)
+    where = bundle.graph_path(name)
+    for kind, specs, args in (("inputs", spec.inputs, inputs), ("outputs", spec.outputs, outputs)):
+        by_name = {arg.name: arg for arg in args}
+        if set(by_name) != {s.name for s in specs}:
+            raise BundleError(
+                f"{where}: graph {kind} are {sorted(by_name)} but the manifest says {sorted(s.name for s in specs)}; {REEXPORT}"
+            )
+        for tensor in specs:
+            arg = by_name[tensor.name]
+            dtype = ORT_DTYPES.get(arg.type, arg.type)
+            if dtype != tensor.dtype:
+                raise BundleError(f"{where}: {tensor.name} is {dtype} in the graph but {tensor.dtype} in the manifest; {REEXPORT}")
+            if not _shape_matches(tensor.shape, arg.shape):
+                raise BundleError(
+                    f"{where}: {tensor.name} has shape {list(arg.shape)} in the graph but {list(tensor.shape)} in the "
+                    f"manifest (a dynamic axis fixed at export?); {REEXPORT}"
+                )
+
+
+def _shape_matches(manifest_shape: tuple[int | str, ...], graph_shape: Any) -> bool:
+    """Ints must agree exactly; a named (str) manifest axis needs a symbolic (str/None) dim in the graph."""
+    if graph_shape is None or len(graph_shape) != len(manifest_shape):
+        return False
+    for want, got in zip(manifest_shape, graph_shape):
+        if isinstance(want, int):
+            if got != want:
+                return False
+        elif isinstance(got, int):
+            return False
+    return True
+
+
+def golden_tolerance(precision: str) -> float:
+    """Max abs error `pdd-run --verify` accepts: fp32 graphs reproduce their golden to ~1e-5, fp16 to ~1e-2."""
+    return 1e-3 if precision == "fp32" else 5e-2
+
+
+def finite_or_error(array: np.ndarray, what: str) -> np.ndarray:
+    if not np.all(np.isfinite(array)):
+        raise BundleError(f"{what} produced NaN/inf values; {REEXPORT} (an fp16 overflow?) or try --backend ort")
+    return array
+
+
+__all__ = [
+    "MANIFEST_FORMAT", "MANIFEST_NAME", "GRAPH_NAMES", "GRAPH_IO", "Bundle", "GraphSpec", "TensorSpec", "load_bundle",
+    "write_manifest", "schedule_entry", "sha256_file", "referenced_files", "plan_key", "check_graph_io", "golden_tolerance",
+]
