@@ -1,0 +1,372 @@
+"""The mel cache: normalised log-mel clips on disk, memory-mapped by the trainer and read with numpy by evaluation.
+
+Layout of a cache folder (numpy only, so evaluation and tools never need torch):
+
+    index.json            format "pdd-melcache/1", the audio preset, dtype, per split: clip count, shard file, the source file
+                          and start sample of every clip; the parameters and report of the run that built it
+    train-<build>.bin     (N, n_mels, frames) raw float16/float32, C order — one shard per split and build
+    heldout-<build>.bin
+
+Every build writes new shard files under fresh names and swaps `index.json` in last (temp file + os.replace), so an interrupted
+run leaves the previous cache intact and readable; shards no longer referenced are removed only after the new index is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pdd.runtime.config import AudioConfig
+from pdd.runtime.errors import ConfigError, PddError
+from pdd.runtime.mel import log_mel
+
+CACHE_FORMAT = "pdd-melcache/1"
+INDEX_NAME = "index.json"
+SPLITS = ("train", "heldout")
+DTYPES = ("float16", "float32")
+
+
+class CacheError(PddError):
+    """A mel cache that is missing, corrupt, or made with another preset."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class MelCache:
+    """A built cache: `clips(split)` is a read-only memory map of (N, n_mels, frames) values in [-1, 1]."""
+
+    def __init__(self, path: Path, index: dict[str, Any]) -> None:
+        self.path = path
+        self.index = index
+        self.config: AudioConfig = AudioConfig.from_dict(index["config"])
+        self.dtype = np.dtype(index["dtype"])
+        self.splits: list[str] = list(index["splits"])
+        self._maps: dict[str, np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{s}={self.num_clips(s)}" for s in self.splits)
+        return f"MelCache({str(self.path)!r}, preset={self.config.name!r}, {counts})"
+
+    def _split(self, split: str) -> dict[str, Any]:
+        try:
+            return self.index["splits"][split]
+        except KeyError:
+            raise CacheError(f"{self.path}: no split {split!r}; it has: {', '.join(self.splits)}") from None
+
+    def num_clips(self, split: str) -> int:
+        return int(self._split(split)["clips"])
+
+    def hours(self, split: str) -> float:
+        """Hours of audio the clips of `split` cover (overlapping clips counted once per clip)."""
+        return self.num_clips(split) * self.config.clip_seconds / 3600.0
+
+    @property
+    def clip_shape(self) -> tuple[int, int]:
+        return (self.config.n_mels, self.config.frames)
+
+    def clips(self, split: str) -> np.ndarray:
+        """(N, n_mels, frames) read-only memory map (never loaded whole)."""
+        if split not in self._maps:
+            info = self._split(split)
+            shape = (int(info["clips"]), *self.clip_shape)
+            if shape[0] == 0:
+                self._maps[split] = np.zeros(shape, dtype=self.dtype)
+            else:
+                self._maps[split] = np.memmap(self.path / info["file"], dtype=self.dtype, mode="r", shape=shape)
+        return self._maps[split]
+
+    def sources(self, split: str) -> list[str]:
+        """Source file (relative to the ingested folder) of every clip of `split`, in clip order."""
+        names = self.index["sources"]
+        return [names[i] for i in self._split(split)["clip_source"]]
+
+    def source_ids(self, split: str) -> np.ndarray:
+        """(N,) integer id of the source file of every clip (an index into `index["sources"]`)."""
+        return np.asarray(self._split(split)["clip_source"], dtype=np.int64)
+
+    def offsets(self, split: str) -> np.ndarray:
+        """(N,) start of every clip in its source, in samples at the preset rate."""
+        return np.asarray(self._split(split)["clip_offset"], dtype=np.int64)
+
+    def batches(self, split: str, batch_size: int = 64) -> Iterator[np.ndarray]:
+        """float32 (≤ batch_size, n_mels, frames) batches in clip order: the numpy reader for evaluation."""
+        if batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        data = self.clips(split)
+        for start in range(0, data.shape[0], batch_size):
+            yield np.asarray(data[start : start + batch_size], dtype=np.float32)
+
+    def sample(self, split: str, n: int, seed: int = 0) -> np.ndarray:
+        """float32 (min(n, N), n_mels, frames): a seeded random subset without replacement, in clip order."""
+        data = self.clips(split)
+        count = min(int(n), data.shape[0])
+        picks = np.sort(np.random.default_rng(seed).choice(data.shape[0], size=count, replace=False))
+        return np.asarray(data[picks], dtype=np.float32)
+
+
+def open_cache(path: str | os.PathLike[str]) -> MelCache:
+    """Open and validate a cache folder; CacheError (one line, says how to rebuild) if it is missing or corrupt."""
+    path = Path(path)
+    rebuild = f"build it with `pdd-data prepare AUDIO_DIR --out {path}`"
+    if not path.is_dir():
+        raise CacheError(f"{path}: no such mel cache folder; {rebuild}")
+    index_path = path / INDEX_NAME
+    if not index_path.is_file():
+        raise CacheError(f"{path} is not a mel cache (no {INDEX_NAME}); {rebuild}")
+    index = read_index(index_path)
+    cache = MelCache(path, index)
+    _check_shards(cache)
+    return cache
+
+
+def read_index(index_path: Path) -> dict[str, Any]:
+    """Parse and shape-check index.json (no shard access)."""
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CacheError(f"{index_path} is corrupt ({type(exc).__name__}); rebuild the cache with --force") from None
+    if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT:
+        found = index.get("format") if isinstance(index, dict) else type(index).__name__
+        raise CacheError(f"{index_path}: format {found!r} is not {CACHE_FORMAT!r}; rebuild the cache with --force")
+    try:
+        AudioConfig.from_dict(index["config"])
+        if index["dtype"] not in DTYPES:
+            raise ValueError(f"dtype {index['dtype']!r}")
+        n_sources = len(index["sources"])
+        for name, info in index["splits"].items():
+            clips = int(info["clips"])
+            if len(info["clip_source"]) != clips or len(info["clip_offset"]) != clips:
+                raise ValueError(f"split {name}: clip lists do not match the clip count")
+            if clips and not 0 <= min(info["clip_source"]) <= max(info["clip_source"]) < n_sources:
+                raise ValueError(f"split {name}: source id out of range")
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise CacheError(f"{index_path} is corrupt ({exc}); rebuild the cache with --force") from None
+    return index
+
+
+def _check_shards(cache: MelCache) -> None:
+    for split in cache.splits:
+        info = cache.index["splits"][split]
+        expected = int(info["clips"]) * cache.config.n_mels * cache.config.frames * cache.dtype.itemsize
+        if expected == 0:
+            continue
+        shard = cache.path / info["file"]
+        if not shard.is_file():
+            raise CacheError(f"{cache.path}: shard {info['file']} is missing; rebuild the cache with --force")
+        size = shard.stat().st_size
+        if size != expected:
+            raise CacheError(
+                f"{cache.path}: shard {info['file']} has {size} bytes, expected {expected}; rebuild the cache with --force"
+            )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class CacheWriter:
+    """Streams clips of one build into temp shard files; `commit` swaps them and the index in atomically.
+
+    Usage: `w = CacheWriter(path, config)`; `w.add(split, mels, source, offsets)` any number of times; `w.commit(extra)`.
+    On any exception call `abort()` (or use it as a context manager): temp files go, the previous cache stays.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], config: AudioConfig, dtype: str = "float16") -> None:
+        if dtype not in DTYPES:
+            raise ConfigError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.path = Path(path)
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        self.build = secrets.token_hex(4)
+        self.sources: list[str] = []
+        self._source_ids: dict[str, int] = {}
+        self._splits: dict[str, dict[str, Any]] = {}
+        self._files: dict[str, Any] = {}
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def __enter__(self) -> "CacheWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def _shard_name(self, split: str) -> str:
+        return f"{split}-{self.build}.bin"
+
+    def _temp_path(self, split: str) -> Path:
+        return self.path / f".{self._shard_name(split)}.tmp"
+
+    def open_split(self, split: str) -> None:
+        """Declare a split (so it exists in the index even with zero clips)."""
+        if split not in self._splits:
+            self._splits[split] = {"file": self._shard_name(split), "clips": 0, "clip_source": [], "clip_offset": []}
+            self._files[split] = open(self._temp_path(split), "wb")
+
+    def add(self, split: str, mels: np.ndarray, source: str, offsets: np.ndarray | list[int]) -> None:
+        """Append (n, n_mels, frames) normalised mels cut from `source` at sample `offsets`."""
+        mels = np.asarray(mels)
+        if mels.ndim != 3 or mels.shape[1:] != (self.config.n_mels, self.config.frames):
+            raise ValueError(f"mels must be (n, {self.config.n_mels}, {self.config.frames}), got {mels.shape}")
+        offsets = [int(o) for o in offsets]
+        if len(offsets) != mels.shape[0]:
+            raise ValueError("one offset per clip")
+        self.open_split(split)
+        if source not in self._source_ids:
+            self._source_ids[source] = len(self.sources)
+            self.sources.append(source)
+        info = self._splits[split]
+        self._files[split].write(np.ascontiguousarray(mels, dtype=self.dtype).tobytes())
+        info["clips"] += mels.shape[0]
+        info["clip_source"].extend([self._source_ids[source]] * mels.shape[0])
+        info["clip_offset"].extend(offsets)
+
+    def counts(self) -> dict[str, int]:
+        return {split: info["clips"] for split, info in self._splits.items()}
+
+    def commit(self, extra: dict[str, Any] | None = None) -> Path:
+        """Make the shards durable, swap them in, then the index; remove shards the old index referenced."""
+        for split, handle in self._files.items():
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+            os.replace(self._temp_path(split), self.path / self._shard_name(split))
+        self._files = {}
+        index = {
+            "format": CACHE_FORMAT,
+            "config": self.config.to_dict(),
+            "dtype": self.dtype.name,
+            "build": self.build,
+            "splits": {
+                split: {**info, "hours": round(info["clips"] * self.config.clip_seconds / 3600.0, 6)}
+                for split, info in self._splits.items()
+            },
+            "sources": self.sources,
+            **(extra or {}),
+        }
+        write_json_atomic(self.path / INDEX_NAME, index)
+        remove_stale_shards(self.path, keep={info["file"] for info in self._splits.values()})
+        return self.path
+
+    def abort(self) -> None:
+        for split, handle in self._files.items():
+            handle.close()
+            self._temp_path(split).unlink(missing_ok=True)
+        self._files = {}
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temp file and os.replace, so readers see the old or the new file, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def remove_stale_shards(path: Path, keep: set[str]) -> None:
+    """Delete shard files and leftover temp files of earlier or interrupted builds (only our own naming patterns)."""
+    for item in path.iterdir():
+        name = item.name
+        ours = (name.endswith(".bin") and name.split("-")[0] in SPLITS) or (name.startswith(".") and name.endswith(".bin.tmp"))
+        if ours and name not in keep and item.is_file():
+            item.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Synthetic music (test fixtures, smoke runs)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def synthetic_piece(config: AudioConfig, seconds: float, seed: int = 0, level: float = 0.3) -> np.ndarray:
+    """Seeded piano-like audio at the preset rate: notes and chords with harmonics, fast attack and exponential decay."""
+    rng = np.random.default_rng(seed)
+    sr = config.sample_rate
+    n = int(round(seconds * sr))
+    wave = np.zeros(n, dtype=np.float64)
+    t_note = 0.0
+    nyquist = sr / 2.0
+    while t_note < seconds:
+        length = float(rng.uniform(0.15, 0.6))
+        root = int(rng.integers(45, 80))  # MIDI pitch
+        chord = [root] + ([root + 4, root + 7] if rng.random() < 0.4 else [])
+        start = int(t_note * sr)
+        dur = min(n - start, int((length + 0.4) * sr))  # notes ring past the next onset
+        tt = np.arange(dur) / sr
+        envelope = np.minimum(tt / 0.005, 1.0) * np.exp(-tt * rng.uniform(2.0, 6.0))
+        velocity = rng.uniform(0.4, 1.0)
+        for pitch in chord:
+            f0 = 440.0 * 2.0 ** ((pitch - 69) / 12.0)
+            for h in range(1, 7):
+                if h * f0 < nyquist * 0.95:
+                    wave[start : start + dur] += velocity * envelope * np.sin(2 * np.pi * h * f0 * tt) / h**1.5
+        t_note += length
+    peak = float(np.max(np.abs(wave))) or 1.0
+    return (wave * (level / peak)).astype(np.float32)
+
+
+def cut_clips(wave: np.ndarray, config: AudioConfig, hop_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a mono wave into (n, clip_samples) clips every `hop_samples`; returns (clips, start offsets). The tail is dropped."""
+    size = config.clip_samples
+    if hop_samples <= 0:
+        raise ConfigError(f"clip hop must be positive, got {hop_samples} samples")
+    if wave.shape[0] < size:
+        return np.zeros((0, size), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    starts = np.arange(0, wave.shape[0] - size + 1, hop_samples, dtype=np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(wave, size)[starts]
+    return np.ascontiguousarray(windows, dtype=np.float32), starts
+
+
+def write_synthetic_cache(
+    path: str | os.PathLike[str], config: AudioConfig, n_train: int = 16, n_heldout: int = 8, seed: int = 0
+) -> Path:
+    """A small valid cache from synthetic music through the real front end; two adjacent clips per source file.
+
+    Fast (well under a second for the "tiny" preset); other tests use it as a fixture.
+    """
+    path = Path(path)
+    hop = config.clip_samples
+    with CacheWriter(path, config, dtype="float16") as writer:
+        for split, count, base in (("train", n_train, 0), ("heldout", n_heldout, 10_000)):
+            writer.open_split(split)
+            piece = 0
+            while count > 0:
+                per_source = min(2, count)
+                wave = synthetic_piece(config, (per_source * hop + 1) / config.sample_rate, seed=seed * 100_003 + base + piece)
+                clips, starts = cut_clips(wave, config, hop)
+                clips, starts = clips[:per_source], starts[:per_source]
+                writer.add(split, log_mel(clips, config), f"synthetic/{split}-{piece:03d}.wav", starts)
+                count -= per_source
+                piece += 1
+        writer.commit({"params": {"synthetic": True, "seed": seed}})
+    return path
+
+
+def cache_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes on disk of a cache folder (shards + index)."""
+    return sum(item.stat().st_size for item in Path(path).iterdir() if item.is_file())
+
+
+__all__ = [
+    "CACHE_FORMAT",
+    "CacheError",
+    "CacheWriter",
+    "MelCache",
+    "cache_bytes",
+    "cut_clips",
+    "open_cache",
+    "synthetic_piece",
+    "write_synthetic_cache",
+]

@@ -1,0 +1,74 @@
+"""PyTorch view of the mel cache: packed (C·F, T/C) float32 clips for the trainer, with optional random-offset augmentation.
+
+The cache stays memory-mapped; each item reads one clip (two with `random_shift`) and packs it with the runtime's `pack`,
+the single definition of the snake layout. Evaluation reads the cache with numpy directly (`MelCache.batches`/`sample`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pdd.runtime.pack import pack
+from pdd.training.cache import MelCache, open_cache
+
+
+class MelDataset(Dataset):
+    """Clips of one split of a mel cache as float32 tensors of the packed shape (C·F, T/C).
+
+    With `random_shift`, an item is a window starting a random number of frames into its clip and continuing into the next clip
+    of the same source file when that clip is adjacent or overlapping (as `pdd-data prepare` cuts them); clips without such a
+    neighbour are returned unshifted. The offset is drawn from torch's RNG, so DataLoader worker seeding applies.
+    """
+
+    def __init__(self, cache: MelCache | str | os.PathLike[str], split: str = "train", random_shift: bool = False) -> None:
+        self.cache = cache if isinstance(cache, MelCache) else open_cache(cache)
+        self.split = split
+        self.random_shift = random_shift
+        self.config = self.cache.config
+        self.clips = self.cache.clips(split)
+        self._next_gap = self._frame_gap_to_next_clip()
+
+    def __len__(self) -> int:
+        return int(self.clips.shape[0])
+
+    def _frame_gap_to_next_clip(self) -> np.ndarray:
+        """(N,) frames from clip i's start to clip i+1's start when i+1 continues the same source (0 = no neighbour)."""
+        n = len(self)
+        gaps = np.zeros(n, dtype=np.int64)
+        if n < 2:
+            return gaps
+        hop = self.config.hop_length
+        frames = self.config.frames
+        sources = self.cache.source_ids(self.split)
+        offsets = self.cache.offsets(self.split)
+        delta = offsets[1:] - offsets[:-1]
+        usable = (sources[1:] == sources[:-1]) & (delta > 0) & (delta % hop == 0) & (delta // hop <= frames - 1)
+        gaps[:-1] = np.where(usable, delta // hop, 0)
+        return gaps
+
+    def mel(self, index: int) -> np.ndarray:
+        """(n_mels, frames) float32 mel of item `index` (shifted when `random_shift`)."""
+        clip = np.asarray(self.clips[index], dtype=np.float32)
+        gap = int(self._next_gap[index]) if self.random_shift else 0
+        if gap == 0:
+            return clip
+        shift = int(torch.randint(0, gap + 1, ()).item())
+        if shift == 0:
+            return clip
+        following = np.asarray(self.clips[index + 1], dtype=np.float32)
+        # Frames [shift, frames) of this clip, then the next clip's frames that follow them in time.
+        frames = self.config.frames
+        start_in_next = frames - gap
+        return np.concatenate([clip[:, shift:], following[:, start_in_next : start_in_next + shift]], axis=1)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < len(self):
+            if -len(self) <= index < 0:
+                index += len(self)
+            else:
+                raise IndexError(f"index {index} out of range for {len(self)} clips")
+        return torch.from_numpy(pack(self.mel(index), self.config.pack_chunks))
