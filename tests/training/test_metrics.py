@@ -123,3 +123,54 @@ def test_teacher_fidelity_is_mel_db_mae():
     assert teacher_fidelity(a, b, TINY) == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ConfigError, match="paired"):
         teacher_fidelity(a, a[:2], TINY)
+
+
+# -- FD-BP embeddings (Basic Pitch's bundled ONNX model) ---------------------------------------------------------------
+
+def _basic_pitch_or_skip():
+    import importlib.util
+
+    if importlib.util.find_spec("basic_pitch") is None:
+        pytest.skip("basic-pitch not installed (pip install --no-deps basic-pitch==0.4.0)")
+    from pdd.training.basic_pitch import BasicPitchEmbedder
+
+    return BasicPitchEmbedder(threads=1)
+
+
+def _tone_set(seed: int, clips: int, seconds: float = 3.0, sample_rate: int = 16000) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return [(0.3 * np.sin(2 * np.pi * f * t) * np.exp(-3 * (t % 0.5))).astype(np.float32)
+            for f in rng.uniform(220, 440, clips)]
+
+
+def test_basic_pitch_embeddings_shape_and_fd_behaviour():
+    embedder = _basic_pitch_or_skip()
+    assert embedder.dim == 72 and len(embedder.info.model_sha256) == 64
+    tones = _tone_set(0, 4)
+    feats = embedder.embed_many(tones, 16000)  # resampled to 22050 inside
+    assert feats.shape == (4 * 3, 72)  # three 1-s blocks per 3-s clip
+    assert frechet_distance_features(feats, feats) == pytest.approx(0.0, abs=1e-8)
+    other_tones = embedder.embed_many(_tone_set(1, 4), 16000)
+    noise = embedder.embed_many([np.random.default_rng(i).normal(0, 0.1, 48000).astype(np.float32) for i in range(4)], 16000)
+    assert frechet_distance_features(feats, other_tones) < frechet_distance_features(feats, noise)
+
+
+def test_basic_pitch_missing_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from pdd.training import basic_pitch
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "basic_pitch" else real_find_spec(name, *a))
+    with pytest.raises(basic_pitch.BasicPitchUnavailable, match="pip install --no-deps basic-pitch==0.4.0"):
+        basic_pitch.BasicPitchEmbedder()
+
+
+def test_basic_pitch_rejects_a_file_that_is_not_onnx(tmp_path):
+    from pdd.training import basic_pitch
+
+    bogus = tmp_path / "nmp.onnx"
+    bogus.write_bytes(b"not a model")
+    with pytest.raises(basic_pitch.BasicPitchUnavailable, match="not a readable ONNX model"):
+        basic_pitch.BasicPitchEmbedder(bogus)
