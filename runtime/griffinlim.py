@@ -58,13 +58,22 @@ def griffin_lim(
         angles = np.exp(1j * phase).astype(np.complex64)
 
     # Fast Griffin-Lim: extrapolate from the previous projection by momentum/(1+momentum) (librosa's convention).
+    # Buffers are updated in place: outside the FFTs this loop is a handful of streaming passes over (T, F).
     beta = np.float32(momentum / (1.0 + momentum))
-    previous = np.zeros_like(angles)
+    previous: np.ndarray | None = None
+    spec = np.empty_like(angles)
+    norm = np.empty(mag.shape, dtype=np.float32)
     for _ in range(n_iter):
-        wave = plan.inverse_frames(mag * angles, length)
-        rebuilt = plan.forward_frames(wave)
-        angles = rebuilt - beta * previous if momentum else rebuilt.copy()
-        angles /= np.abs(angles) + _EPS
+        np.multiply(mag, angles, out=spec)
+        rebuilt = plan.project(spec, length)
+        if previous is not None and momentum:
+            np.multiply(previous, beta, out=angles)
+            np.subtract(rebuilt, angles, out=angles)
+        else:
+            angles[...] = rebuilt
+        np.abs(angles, out=norm)
+        norm += _EPS
+        angles /= norm
         previous = rebuilt
     return plan.inverse_frames(mag * angles, length)
 

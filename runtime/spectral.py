@@ -56,6 +56,10 @@ class StftPlan:
     def window_sum(self) -> float:
         return float(self.window.sum())
 
+    @property
+    def window32(self) -> np.ndarray:
+        return _as_float32(self.window.tobytes())
+
     def n_frames(self, n_samples: int) -> int:
         return 1 + n_samples // self.hop_length
 
@@ -70,14 +74,14 @@ class StftPlan:
         widths = [(0, 0)] * (wave.ndim - 1) + [(pad, pad)]
         padded = np.pad(wave, widths)
         frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft, axis=-1)[..., :: self.hop_length, :]
-        frames = frames * self.window.astype(np.float32)
-        return scipy.fft.rfft(frames, axis=-1, workers=fft_workers()).astype(np.complex64, copy=False)
+        frames = frames * self.window32
+        return scipy.fft.rfft(frames, axis=-1, workers=fft_workers(), overwrite_x=True).astype(np.complex64, copy=False)
 
     def inverse_frames(self, spec: np.ndarray, length: int | None = None) -> np.ndarray:
         """(..., T, F) complex → (..., samples) float32: windowed overlap-add divided by the squared-window envelope."""
         n_frames = spec.shape[-2]
         frames = scipy.fft.irfft(spec, n=self.n_fft, axis=-1, workers=fft_workers()).astype(np.float32, copy=False)
-        frames *= self.window.astype(np.float32)
+        frames *= self.window32
         signal = self._overlap_add(frames)
         envelope = _window_envelope(self.window.tobytes(), self.n_fft, self.hop_length, n_frames)
         signal = signal * envelope
@@ -88,6 +92,25 @@ class StftPlan:
             widths = [(0, 0)] * (out.ndim - 1) + [(0, length - out.shape[-1])]
             out = np.pad(out, widths)
         return out
+
+    def project(self, spec: np.ndarray, length: int) -> np.ndarray:
+        """STFT(iSTFT(spec)) for (..., T, F) spectra: the Griffin-Lim projection onto consistent spectrograms.
+
+        Fused so the overlap-added signal is framed again in place: it already has the centred-padding layout, so the
+        trim-then-pad of a separate istft/stft pair reduces to zeroing what lies outside [pad, pad + length).
+        """
+        n_frames = spec.shape[-2]
+        workers = fft_workers()
+        frames = scipy.fft.irfft(spec, n=self.n_fft, axis=-1, workers=workers).astype(np.float32, copy=False)
+        frames *= self.window32
+        signal = self._overlap_add(frames)
+        signal *= _window_envelope(self.window.tobytes(), self.n_fft, self.hop_length, n_frames)
+        pad = self.n_fft // 2
+        signal[..., :pad] = 0.0
+        signal[..., pad + length :] = 0.0
+        view = np.lib.stride_tricks.sliding_window_view(signal, self.n_fft, axis=-1)[..., :: self.hop_length, :]
+        np.multiply(view, self.window32, out=frames)
+        return scipy.fft.rfft(frames, axis=-1, workers=workers, overwrite_x=True).astype(np.complex64, copy=False)
 
     def _overlap_add(self, frames: np.ndarray) -> np.ndarray:
         *lead, n_frames, n_fft = frames.shape
@@ -112,6 +135,13 @@ class StftPlan:
 
     def istft(self, spec: np.ndarray, length: int | None = None) -> np.ndarray:
         return self.inverse_frames(np.swapaxes(spec, -1, -2), length)
+
+
+@lru_cache(maxsize=16)
+def _as_float32(window_bytes: bytes) -> np.ndarray:
+    window = np.frombuffer(window_bytes, dtype=np.float64).astype(np.float32)
+    window.setflags(write=False)
+    return window
 
 
 @lru_cache(maxsize=16)
