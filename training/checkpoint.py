@@ -1,0 +1,199 @@
+"""Checkpoints of teachers and students: one format, written atomically, read with `weights_only=True` (DESIGN §11).
+
+A checkpoint is a plain dict of tensors and JSON-like values:
+
+    format     "pdd-checkpoint/1"
+    info       CheckpointInfo.to_dict(): kind, audio preset, model config, student steps, lineage, train step, parameterisation
+    model      the trained weights (state_dict)
+    ema        the EMA weights (what is sampled and exported) or None; ema_meta its decay and update count
+    optimizer, scheduler, rng, extra     what a resumed run needs (None when not saved)
+
+Writers call `make_checkpoint_state(...)` and `save_checkpoint(path, state)`; readers call `load_denoiser(path)` for a ready
+model, or `load_checkpoint(path)` + `checkpoint_info(state)` for everything.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pdd.runtime.config import AudioConfig
+from pdd.runtime.errors import ConfigError, PddError
+from pdd.training.ema import EMA, unwrap
+from pdd.training.unet1d import UNet1D, UNetConfig
+
+CHECKPOINT_FORMAT = "pdd-checkpoint/1"
+KINDS = ("teacher", "student")
+
+
+class CheckpointError(PddError):
+    """A checkpoint file that is missing, not ours, corrupt, or does not fit the run that wants it."""
+
+
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint is: enough to rebuild its model and to refuse feeding it the wrong data."""
+
+    kind: str
+    audio: AudioConfig
+    model: UNetConfig
+    steps: int | None = None  # a student's sampling-step count; None for a teacher (any step count)
+    lineage: list[dict[str, Any]] = field(default_factory=list)  # where it came from, oldest first
+    train_step: int = 0
+    parameterization: str = "v"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise CheckpointError(f"checkpoint kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if self.kind == "student" and (not isinstance(self.steps, int) or self.steps < 1):
+            raise CheckpointError(f"a student checkpoint needs a positive step count, got {self.steps!r}")
+        if self.parameterization != "v":
+            raise CheckpointError(f"unsupported parameterisation {self.parameterization!r}; pdd models predict v")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "audio": self.audio.to_dict(),
+            "model": self.model.to_dict(),
+            "steps": self.steps,
+            "lineage": [dict(entry) for entry in self.lineage],
+            "train_step": int(self.train_step),
+            "parameterization": self.parameterization,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CheckpointInfo":
+        try:
+            return cls(
+                kind=data["kind"],
+                audio=AudioConfig.from_dict(dict(data["audio"])),
+                model=UNetConfig.from_dict(dict(data["model"])),
+                steps=data.get("steps"),
+                lineage=list(data.get("lineage", [])),
+                train_step=int(data.get("train_step", 0)),
+                parameterization=data.get("parameterization", "v"),
+            )
+        except (KeyError, TypeError, ConfigError) as exc:
+            raise CheckpointError(f"checkpoint info is incomplete or invalid: {exc}") from None
+
+
+def make_checkpoint_state(
+    model: nn.Module,
+    info: CheckpointInfo,
+    ema: EMA | nn.Module | dict[str, torch.Tensor] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    rng: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The dict `save_checkpoint` writes. `model` may be DDP-wrapped; `ema` an EMA, a module, or a state_dict."""
+    ema_weights: dict[str, torch.Tensor] | None
+    ema_meta: dict[str, Any] | None = None
+    if isinstance(ema, EMA):
+        ema_weights, ema_meta = ema.weights(), ema.meta()
+    elif isinstance(ema, nn.Module):
+        ema_weights = unwrap(ema).state_dict()
+    else:
+        ema_weights = ema
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "info": info.to_dict(),
+        "model": _cpu(unwrap(model).state_dict()),
+        "ema": _cpu(ema_weights) if ema_weights is not None else None,
+        "ema_meta": ema_meta,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": rng,
+        "extra": extra or {},
+    }
+
+
+def _cpu(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value.detach().to("cpu") for name, value in weights.items()}
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+    """Write `state` to `path` atomically: a temp file in the same folder, fsync, then os.replace (never a half file)."""
+    path = Path(path)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError("refusing to save a dict that make_checkpoint_state did not build")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU with `weights_only=True`; anything that is not a pdd checkpoint → CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — torch.load raises many types for foreign/corrupt files; all mean the same
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable pdd checkpoint ({first_line[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not a pdd checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
+    if not isinstance(state.get("info"), dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path}: checkpoint lacks its info or model weights")
+    return state
+
+
+def checkpoint_info(state: dict[str, Any]) -> CheckpointInfo:
+    return CheckpointInfo.from_dict(state["info"])
+
+
+def read_info(path: str | os.PathLike[str]) -> CheckpointInfo:
+    """The CheckpointInfo of the file at `path`."""
+    return checkpoint_info(load_checkpoint(path))
+
+
+def check_compatible(info: CheckpointInfo, audio: AudioConfig, model: UNetConfig, what: str = "checkpoint") -> None:
+    """Refuse a checkpoint made for another audio preset or model config, naming the first differing fields."""
+    if info.audio != audio:
+        raise CheckpointError(f"{what} was made for audio preset {info.audio.name!r} {_diff(info.audio.to_dict(), audio.to_dict())}, "
+                              f"not {audio.name!r}")
+    if info.model != model:
+        raise CheckpointError(f"{what} holds model {info.model.name!r} {_diff(info.model.to_dict(), model.to_dict())}, "
+                              f"not {model.name!r} with this config")
+
+
+def _diff(have: dict[str, Any], want: dict[str, Any]) -> str:
+    keys = [k for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)]
+    shown = ", ".join(f"{k}={have.get(k)!r} vs {want.get(k)!r}" for k in keys[:3])
+    return f"({shown})" if shown else ""
+
+
+def build_model(info: CheckpointInfo, weights: dict[str, torch.Tensor], path: str | os.PathLike[str] = "checkpoint") -> UNet1D:
+    """A UNet1D of the recorded config with `weights` loaded strictly."""
+    model = UNet1D(info.model)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit the recorded model config ({str(exc).splitlines()[0]})") from None
+    return model
+
+
+def load_denoiser(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[UNet1D, CheckpointInfo]:
+    """The checkpoint's model with EMA weights when present, in eval mode on `device`, and its info."""
+    state = load_checkpoint(path)
+    info = checkpoint_info(state)
+    weights = state["ema"] if state.get("ema") is not None else state["model"]
+    model = build_model(info, weights, path)
+    return model.to(device).eval(), info
