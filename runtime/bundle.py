@@ -129,6 +129,10 @@ class TensorSpec:
     def np_dtype(self) -> np.dtype:
         return np.dtype(self.dtype)
 
+    def concrete(self, batch: int) -> tuple[int, ...]:
+        """The shape with every named (dynamic) axis set to `batch` (batch is the only dynamic axis pdd exports)."""
+        return tuple(batch if isinstance(d, str) else d for d in self.shape)
+
 
 @dataclass(frozen=True)
 class GraphSpec:

@@ -1,0 +1,333 @@
+"""The `trt` backend: native TensorRT 10 through its Python API and cuda-python, no onnxruntime in the loop.
+
+Plans live in the bundle under `trt/<key>/<graph>.plan`, key = `bundle.plan_key(gpu, TensorRT version, precision)`, with
+their metadata (sha256 of the plan, sha256 of the ONNX file it was built from, batch range) in the manifest's `trt.plans`
+(written by `pdd-export --trt`) or in `trt/<key>/plans.json` (written here when a plan is built on first use). A plan
+whose source hash differs from the bundle's current graph is stale and rebuilt, never loaded.
+
+Per graph: the plan is deserialised once, device buffers for the prepared batch are allocated once, and a run is
+async copies in → `execute_async_v3` → async copies out on one stream. Outputs kept on the device (`keep=`) need no
+synchronisation, so a request (sampler → vocoder) synchronises once, when the waveform comes back.
+
+`tensorrt` and `cuda-python` are imported lazily, here only; without them (or without a GPU) creating the backend raises
+BackendUnavailable naming what to install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from pdd.runtime.backends import Backend
+from pdd.runtime.bundle import REEXPORT, Bundle, GraphSpec, plan_key, sha256_file
+from pdd.runtime.errors import BackendUnavailable, BundleError, ConfigError
+
+INSTALL_HINT = "pip install 'pdd[trt]' (tensorrt>=10 and cuda-python from NVIDIA) on a machine with an NVIDIA GPU and driver"
+WORKSPACE_BYTES = 4 << 30
+
+
+def _import_libs() -> tuple[Any, Any]:
+    """(tensorrt, cudart) or BackendUnavailable."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BackendUnavailable(f"the trt backend needs TensorRT: {INSTALL_HINT}") from None
+    except Exception as exc:  # the PyPI stub raises while trying to fetch the real wheel
+        raise BackendUnavailable(f"TensorRT failed to import ({exc.__class__.__name__}); {INSTALL_HINT}") from None
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError:
+            raise BackendUnavailable(f"the trt backend needs cuda-python: {INSTALL_HINT}") from None
+    if not hasattr(trt, "Runtime") or int(str(getattr(trt, "__version__", "0")).split(".")[0]) < 10:
+        raise BackendUnavailable(f"the trt backend needs TensorRT 10 or newer (found {getattr(trt, '__version__', '?')}); {INSTALL_HINT}")
+    return trt, cudart
+
+
+def import_problem() -> str | None:
+    """One line naming what to install when tensorrt / cuda-python do not import, else None."""
+    try:
+        _import_libs()
+    except BackendUnavailable as exc:
+        return str(exc)
+    return None
+
+
+class _Cuda:
+    """The few cuda-python runtime calls we use, with errors turned into exceptions."""
+
+    def __init__(self, cudart: Any) -> None:
+        self.rt = cudart
+
+    def call(self, result: Any) -> Any:
+        err, *values = result if isinstance(result, tuple) else (result,)
+        if err != self.rt.cudaError_t.cudaSuccess:
+            name = getattr(err, "name", str(err))
+            raise BackendUnavailable(f"CUDA call failed ({name}); check the NVIDIA driver and GPU")
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def gpu_name(self) -> str:
+        try:
+            count = self.call(self.rt.cudaGetDeviceCount())
+        except BackendUnavailable:
+            count = 0
+        if not count:
+            raise BackendUnavailable(f"the trt backend found no CUDA GPU (is the NVIDIA driver installed?); {INSTALL_HINT}")
+        props = self.call(self.rt.cudaGetDeviceProperties(0))
+        name = props.name
+        return name.decode(errors="replace").rstrip("\x00") if isinstance(name, bytes) else str(name)
+
+    def malloc(self, nbytes: int) -> int:
+        return int(self.call(self.rt.cudaMalloc(max(nbytes, 1))))
+
+    def free(self, ptr: int) -> None:
+        self.rt.cudaFree(ptr)
+
+    def h2d(self, dst: int, array: np.ndarray, stream: Any) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self.call(self.rt.cudaMemcpyAsync(dst, array.ctypes.data, array.nbytes, kind, stream))
+
+    def d2h(self, array: np.ndarray, src: int, stream: Any) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self.call(self.rt.cudaMemcpyAsync(array.ctypes.data, src, array.nbytes, kind, stream))
+
+    def sync(self, stream: Any) -> None:
+        self.call(self.rt.cudaStreamSynchronize(stream))
+
+
+class DeviceTensor:
+    """A device buffer this backend owns (an output kept with `keep=`): pointer, shape, dtype."""
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.ptr, self.shape, self.dtype = ptr, shape, np.dtype(dtype)
+
+
+def current_key(bundle: Bundle) -> str:
+    """The plan key for this machine: GPU name, TensorRT version, bundle precision."""
+    trt, cudart = _import_libs()
+    return plan_key(_Cuda(cudart).gpu_name(), trt.__version__, bundle.precision)
+
+
+def find_plan(bundle: Bundle, key: str, graph: str, batch: int) -> Path | None:
+    """The plan file for `graph` under `key` if it exists, is not stale, covers `batch` and matches its sha256."""
+    plans = bundle.trt_plans(key)
+    entry = ((plans or {}).get("graphs") or {}).get(graph)
+    if not entry:
+        return None
+    source = bundle.file_sha256(bundle.graph(graph).file)
+    if entry.get("source_sha256") != source:
+        return None  # built from another version of the graph: stale
+    span = entry.get("batch") or {}
+    if not int(span.get("min", 1)) <= batch <= int(span.get("max", 0)):
+        return None
+    path = bundle.path / entry["file"]
+    if not path.is_file() or sha256_file(path) != entry.get("sha256"):
+        return None
+    return path
+
+
+def has_prebuilt_plans(bundle: Bundle, batch: int = 1) -> bool:
+    """True when this machine has valid plans for the bundle's sampler (and vocoder): what `auto` needs to pick trt."""
+    key = current_key(bundle)
+    graphs = [g for g in ("sampler", "vocoder") if bundle.has_graph(g)] or ["denoiser"]
+    return all(find_plan(bundle, key, graph, batch) is not None for graph in graphs)
+
+
+def build_plan(
+    onnx_path: Path, plan_path: Path, spec: GraphSpec, *, precision: str, min_batch: int, opt_batch: int, max_batch: int,
+    timing_cache: Path | None = None,
+) -> None:
+    """Build a TensorRT plan from an ONNX graph (one optimisation profile over the batch range), written atomically.
+
+    Strongly typed when the TensorRT build supports it (the ONNX dtypes decide fp16 vs fp32, so fp32-kept normalisation and
+    Griffin-Lim layers stay fp32); otherwise the FP16 builder flag for fp16 bundles.
+    """
+    trt, _ = _import_libs()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    strongly_typed = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BundleError(f"{onnx_path}: TensorRT cannot parse it ({errors}); {REEXPORT}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    if precision == "fp16" and not strongly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    for tensor in spec.inputs:
+        profile.set_shape(tensor.name, tensor.concrete(min_batch), tensor.concrete(opt_batch), tensor.concrete(max_batch))
+    config.add_optimization_profile(profile)
+    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BundleError(f"{onnx_path}: TensorRT failed to build a plan (see the log above); {REEXPORT}")
+    _atomic_write(plan_path, bytes(serialized))
+    if timing_cache is not None:
+        _atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class _Engine:
+    """One deserialised plan with its context and device buffers for a fixed batch."""
+
+    def __init__(self, trt: Any, cuda: _Cuda, runtime: Any, plan: Path, spec: GraphSpec, batch: int) -> None:
+        self.cuda, self.spec, self.batch = cuda, spec, batch
+        self.engine = runtime.deserialize_cuda_engine(plan.read_bytes())
+        if self.engine is None:
+            raise BundleError(f"{plan}: TensorRT cannot deserialise this plan (built by another TensorRT?); delete it to rebuild")
+        self.context = self.engine.create_execution_context()
+        self.buffers: dict[str, DeviceTensor] = {}
+        for tensor in spec.inputs + spec.outputs:
+            shape = tensor.concrete(batch)
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(tensor.name)))
+            ptr = cuda.malloc(int(np.prod(shape)) * dtype.itemsize)
+            self.buffers[tensor.name] = DeviceTensor(ptr, shape, dtype)
+            if tensor in spec.inputs:
+                self.context.set_input_shape(tensor.name, shape)
+            self.context.set_tensor_address(tensor.name, ptr)
+
+    def run(self, inputs: Mapping[str, Any], keep: Sequence[str], stream: Any) -> dict[str, Any]:
+        for name, value in inputs.items():
+            target = self.buffers[name]
+            if isinstance(value, DeviceTensor):
+                self.context.set_tensor_address(name, value.ptr)  # chain without a copy
+                continue
+            self.context.set_tensor_address(name, target.ptr)
+            array = np.ascontiguousarray(value, dtype=target.dtype)
+            if array.shape != target.shape:
+                raise ConfigError(f"{self.spec.name}.{name}: got shape {array.shape}, the plan is prepared for {target.shape}")
+            self.cuda.h2d(target.ptr, array, stream)
+        if not self.context.execute_async_v3(stream):
+            raise BackendUnavailable(f"TensorRT failed to enqueue {self.spec.name}; see the TensorRT log")
+        out: dict[str, Any] = {}
+        for tensor in self.spec.outputs:
+            buffer = self.buffers[tensor.name]
+            if tensor.name in keep:
+                out[tensor.name] = buffer
+            else:
+                host = np.empty(buffer.shape, dtype=buffer.dtype)
+                self.cuda.d2h(host, buffer.ptr, stream)
+                out[tensor.name] = host
+        return out
+
+    def free(self) -> None:
+        for buffer in self.buffers.values():
+            self.cuda.free(buffer.ptr)
+        self.buffers.clear()
+
+
+class TrtBackend(Backend):
+    """Native TensorRT: plans keyed per GPU/TensorRT/precision, built on first use when `build` is allowed."""
+
+    name = "trt"
+    device = "cuda"
+    OPTIONS = ("build",)
+
+    def __init__(self, bundle: Bundle, *, build: bool = True) -> None:
+        super().__init__(bundle)
+        self.trt, cudart = _import_libs()
+        self.cuda = _Cuda(cudart)
+        self.gpu = self.cuda.gpu_name()
+        self.key = plan_key(self.gpu, self.trt.__version__, bundle.precision)
+        self.build = build
+        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
+        self.runtime = self.trt.Runtime(self.logger)
+        self.stream = self.cuda.call(cudart.cudaStreamCreate())
+        self.batch: int | None = None
+        self._engines: dict[str, _Engine] = {}
+
+    def plan_dir(self) -> Path:
+        from pdd.runtime.backends.ort import writable_cache
+
+        return writable_cache(self.bundle, self.key)
+
+    def prepare(self, graphs: Sequence[str], batch: int) -> None:
+        if batch < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch}")
+        if batch != self.batch:
+            self.close_engines()
+            self.batch = batch
+        for graph in graphs:
+            if graph not in self._engines:
+                self._engines[graph] = _Engine(self.trt, self.cuda, self.runtime, self._plan(graph, batch), self.bundle.graph(graph), batch)
+
+    def _plan(self, graph: str, batch: int) -> Path:
+        found = find_plan(self.bundle, self.key, graph, batch)
+        if found is not None:
+            return found
+        folder = self.plan_dir()
+        sidecar = folder / "plans.json"
+        try:
+            local = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            local = {}
+        entry = (local.get("graphs") or {}).get(graph)
+        plan = folder / f"{graph}.plan"
+        source = self.bundle.file_sha256(self.bundle.graph(graph).file)
+        if entry and entry.get("source_sha256") == source and entry.get("batch", {}).get("max", 0) >= batch and plan.is_file() \
+                and sha256_file(plan) == entry.get("sha256"):
+            return plan
+        if not self.build:
+            raise BundleError(f"no TensorRT plan for {graph} on {self.key}; run `pdd-export --trt` or allow building")
+        print(f"building the TensorRT plan for {graph} ({self.key}, batch ≤ {batch}); this takes a while once", flush=True)
+        build_plan(self.bundle.path / self.bundle.graph(graph).file, plan, self.bundle.graph(graph),
+                   precision=self.bundle.precision, min_batch=1, opt_batch=batch, max_batch=batch,
+                   timing_cache=folder / "timing.cache")
+        local = {"gpu": self.gpu, "trt_version": self.trt.__version__, "precision": self.bundle.precision,
+                 "graphs": {**(local.get("graphs") or {}), graph: {
+                     "file": os.path.relpath(plan, self.bundle.path) if folder.is_relative_to(self.bundle.path) else str(plan),
+                     "sha256": sha256_file(plan), "source_sha256": source, "batch": {"min": 1, "opt": batch, "max": batch}}}}
+        _atomic_write(sidecar, (json.dumps(local, indent=2, sort_keys=True) + "\n").encode())
+        return plan
+
+    def run(self, graph: str, inputs: Mapping[str, Any], keep: Sequence[str] = ()) -> dict[str, Any]:
+        if graph not in self._engines:
+            raise ConfigError(f"graph {graph!r} was not prepared; call prepare([{graph!r}], batch) first")
+        out = self._engines[graph].run(inputs, keep, self.stream)
+        if any(isinstance(v, np.ndarray) for v in out.values()):
+            self.cuda.sync(self.stream)  # the one synchronisation of a request: host outputs must be complete
+        return out
+
+    def to_host(self, value: Any) -> np.ndarray:
+        if isinstance(value, DeviceTensor):
+            host = np.empty(value.shape, dtype=value.dtype)
+            self.cuda.d2h(host, value.ptr, self.stream)
+            self.cuda.sync(self.stream)
+            return host
+        return np.asarray(value)
+
+    def describe(self) -> str:
+        return f"TensorRT {self.trt.__version__} on {self.gpu} ({self.bundle.precision})"
+
+    def close_engines(self) -> None:
+        for engine in self._engines.values():
+            engine.free()
+        self._engines.clear()
+
+    def close(self) -> None:
+        self.close_engines()
