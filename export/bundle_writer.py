@@ -1,0 +1,352 @@
+"""Checkpoint → verified engine bundle (DESIGN §6): graphs, golden tensors, parity, manifest, optional TensorRT plans.
+
+`export_bundle(ExportOptions(...))` is what `pdd-export` calls. Everything is built in a temporary folder next to the
+destination and renamed into place only after parity passed and the runtime's own `load_bundle` accepted the result, so a
+failed export leaves nothing behind and an existing bundle is replaced only with `force`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import torch
+
+from pdd.runtime.bundle import MANIFEST_NAME, load_bundle, schedule_entry, sha256_file, write_manifest
+from pdd.runtime.config import AudioConfig
+from pdd.runtime.errors import PddError
+from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, initial_phase
+from pdd.export.graphs import (
+    EXAMPLE_BATCH,
+    OPSET,
+    UnrolledSampler,
+    WeightStore,
+    assert_batch_is_dynamic,
+    export_graph,
+    graph_op_types,
+    io_specs,
+    save_with_shared_weights,
+    strip_metadata,
+    to_fp16,
+)
+from pdd.export.parity import Parity, compare, numpy_vocoder, run_graph
+from pdd.export.vocoder import GriffinLimVocoder
+
+PRECISIONS = ("fp32", "fp16")
+MAX_TEACHER_STEPS = 1024  # the finest DDIM grid we sample a teacher on (DESIGN §9: N ∈ {1024 … 1})
+MAX_UNROLLED_STEPS = 64  # beyond this the fused sampler graph gets huge; the bundle then has the denoiser (loop mode) only
+VOCODER_FOLD_LIMIT = 16384  # elements: keeps the DFT bases as ops in the vocoder graph
+WEIGHTS_FILE = "weights.onnx.data"
+GOLDEN_FILE = "golden.npz"
+GOLDEN_BATCH = 2
+GOLDEN_SEED = 0
+
+
+class ExportError(PddError):
+    """An export that cannot be done as asked, or whose graphs fail their parity check."""
+
+
+@dataclass
+class ExportOptions:
+    ckpt: Path
+    steps: int
+    out: Path
+    force: bool = False
+    precision: str = "fp32"
+    gl_iters: int = DEFAULT_ITERS
+    gl_momentum: float = DEFAULT_MOMENTUM
+    name: str | None = None
+    eval_json: Path | None = None
+    trt: bool = False
+    trt_max_batch: int = 8
+    seed: int = GOLDEN_SEED
+
+
+@dataclass
+class ExportReport:
+    out: Path
+    seconds: float
+    files: dict[str, int]
+    parity: list[Parity]
+    graphs: list[str]
+    notes: list[str] = field(default_factory=list)
+    trt_key: str | None = None
+
+    def parity_dicts(self) -> list[dict[str, Any]]:
+        return [p.to_dict() for p in self.parity]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checks before any work
+
+
+def check_options(options: ExportOptions) -> None:
+    """Refuse bad requests before loading anything heavy (the checkpoint checks come in `load_model`)."""
+    if options.precision not in PRECISIONS:
+        raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)}, got {options.precision!r}")
+    if options.steps < 1:
+        raise ExportError(f"--steps must be a positive integer, got {options.steps}")
+    if options.gl_iters < 0:
+        raise ExportError(f"--gl-iters must be >= 0, got {options.gl_iters}")
+    if not 0.0 <= options.gl_momentum < 1.0:
+        raise ExportError(f"Griffin-Lim momentum must be in [0, 1), got {options.gl_momentum}")
+    out = Path(options.out)
+    if out.exists() and not options.force:
+        raise ExportError(f"{out} already exists; pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder; choose another --out")
+    if options.eval_json is not None:
+        read_eval_json(options.eval_json)
+
+
+def read_eval_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ExportError(f"--eval-json {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"--eval-json {path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise ExportError(f"--eval-json {path}: expected a JSON object (pdd-eval's output)")
+    return data
+
+
+def check_steps(kind: str, trained_steps: int | None, steps: int, ckpt: Path) -> None:
+    """A student samples exactly its own step count; a teacher (continuous t) any count up to MAX_TEACHER_STEPS."""
+    if kind == "student":
+        if steps != trained_steps:
+            raise ExportError(
+                f"{ckpt} is a {trained_steps}-step student; export it with --steps {trained_steps} (asked for {steps})"
+            )
+    elif steps > MAX_TEACHER_STEPS:
+        raise ExportError(f"{ckpt} is a teacher; its DDIM grid allows at most {MAX_TEACHER_STEPS} steps (asked for {steps})")
+
+
+def load_model(options: ExportOptions) -> tuple[torch.nn.Module, Any]:
+    from pdd.training.checkpoint import load_denoiser
+
+    model, info = load_denoiser(options.ckpt)
+    check_steps(info.kind, info.steps, options.steps, Path(options.ckpt))
+    info.model.check_audio(info.audio)
+    return model.float().eval(), info
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The export
+
+
+def export_bundle(options: ExportOptions, progress: Callable[[str], None] | None = None) -> ExportReport:
+    """Write the bundle for `options`; raises ExportError (or another PddError) with one line on any failure."""
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    check_options(options)
+    say("loading checkpoint")
+    model, info = load_model(options)
+    out = Path(options.out).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        report = _build(options, model, info, tmp, say)
+        _install(tmp, out, options.force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report.out = out
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _build(options: ExportOptions, model: torch.nn.Module, info: Any, tmp: Path, say: Callable[[str], None]) -> ExportReport:
+    audio: AudioConfig = info.audio
+    steps = options.steps
+    cf, length = audio.packed_shape
+    notes: list[str] = []
+    with_sampler = steps <= MAX_UNROLLED_STEPS
+    if not with_sampler:
+        notes.append(f"no fused sampler: {steps} steps exceed {MAX_UNROLLED_STEPS} unrolled calls; the runtime loops the denoiser")
+
+    # -- golden inputs and PyTorch outputs ------------------------------------------------------------------------------
+    rng = np.random.default_rng(options.seed)
+    golden: dict[str, np.ndarray] = {
+        "denoiser.z_t": rng.standard_normal((GOLDEN_BATCH, cf, length)).astype(np.float32),
+        "denoiser.t": rng.uniform(0.0, 1.0, GOLDEN_BATCH).astype(np.float32),
+        "sampler.z_1": rng.standard_normal((GOLDEN_BATCH, cf, length)).astype(np.float32),
+    }
+    sampler = UnrolledSampler(model, steps).eval()
+    vocoder = GriffinLimVocoder(audio, n_iter=options.gl_iters, momentum=options.gl_momentum).eval()
+    say("running PyTorch for the golden outputs")
+    with torch.no_grad():
+        golden["denoiser.v"] = model(torch.from_numpy(golden["denoiser.z_t"]), torch.from_numpy(golden["denoiser.t"])).numpy()
+        x0 = sampler(torch.from_numpy(golden["sampler.z_1"])).numpy()
+        if with_sampler:
+            golden["sampler.x0"] = x0
+        golden["vocoder.x0"] = x0.astype(np.float32)
+        golden["vocoder.phase0"] = initial_phase((GOLDEN_BATCH, audio.n_freqs, audio.frames), seed=options.seed)
+        golden["vocoder.waveform"] = vocoder(
+            torch.from_numpy(golden["vocoder.x0"]), torch.from_numpy(golden["vocoder.phase0"])
+        ).numpy()
+
+    # -- ONNX graphs ------------------------------------------------------------------------------------------------------
+    example = torch.zeros(EXAMPLE_BATCH, cf, length)
+    say("exporting denoiser")
+    protos: dict[str, onnx.ModelProto] = {
+        "denoiser": export_graph(model, (example, torch.full((EXAMPLE_BATCH,), 0.5)), ["z_t", "t"], ["v"])
+    }
+    if with_sampler:
+        say(f"exporting the {steps}-step sampler")
+        protos["sampler"] = export_graph(sampler, (example,), ["z_1"], ["x0"])
+    say("exporting vocoder")
+    phase_example = torch.zeros(EXAMPLE_BATCH, audio.n_freqs, audio.frames)
+    protos["vocoder"] = export_graph(vocoder, (example, phase_example), ["x0", "phase0"], ["waveform"], fold_limit=VOCODER_FOLD_LIMIT)
+    for name, proto in protos.items():
+        proto.graph.name = name
+        assert_batch_is_dynamic(proto)
+        if name == "sampler" and graph_op_types(proto) & {"Loop", "If", "Scan"}:
+            raise ExportError("the sampler graph contains control flow (Loop/If/Scan); it must be straight-line")
+
+    # -- parity, fp32 (always) and fp16 (when asked) ----------------------------------------------------------------------
+    say("checking parity (onnxruntime vs PyTorch)")
+    parity = [_parity(name, "fp32", proto, golden) for name, proto in protos.items()]
+    parity.append(
+        compare(
+            "vocoder", "fp32", "numpy", run_graph(protos["vocoder"], _inputs("vocoder", golden))["waveform"],
+            numpy_vocoder(golden["vocoder.x0"], golden["vocoder.phase0"], audio, options.gl_iters, options.gl_momentum),
+        )
+    )
+    if options.precision == "fp16":
+        for name in ("denoiser", "sampler"):
+            if name in protos:
+                protos[name] = to_fp16(protos[name])
+                parity.append(_parity(name, "fp16", protos[name], golden))
+    failed = [p for p in parity if not p.passed]
+    if failed:
+        raise ExportError("parity check failed: " + "; ".join(p.describe() for p in failed))
+
+    # -- files ------------------------------------------------------------------------------------------------------------
+    say("writing bundle")
+    store = WeightStore(tmp / WEIGHTS_FILE)
+    for name in ("denoiser", "sampler"):
+        if name in protos:
+            save_with_shared_weights(protos[name], tmp / f"{name}.onnx", store)
+    onnx.save_model(strip_metadata(protos["vocoder"]), str(tmp / "vocoder.onnx"))
+    np.savez(tmp / GOLDEN_FILE, **golden)
+
+    manifest = _manifest(options, info, protos, parity, notes, external=store.size > 0)
+    if store.size == 0:
+        (tmp / WEIGHTS_FILE).unlink()
+
+    trt_key = None
+    if options.trt:
+        from pdd.export.trt import build_plans
+
+        say("building TensorRT plans")
+        trt_key, plans = build_plans(tmp, manifest, protos_on_disk=[n for n in ("sampler", "denoiser", "vocoder") if n in protos],
+                                     precision=options.precision, max_batch=options.trt_max_batch)
+        manifest["trt"] = {"plans": {trt_key: plans}}
+    os.chmod(write_manifest(tmp, manifest), 0o644)  # mkstemp's 0600 would keep other users from reading the bundle
+    load_bundle(tmp)  # the runtime's own verification: hashes, shapes, I/O names, schedule
+    files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+    return ExportReport(out=tmp, seconds=0.0, files=files, parity=parity, graphs=list(protos), notes=notes, trt_key=trt_key)
+
+
+def _inputs(graph: str, golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = {"denoiser": ("z_t", "t"), "sampler": ("z_1",), "vocoder": ("x0", "phase0")}[graph]
+    return {name: golden[f"{graph}.{name}"] for name in names}
+
+
+_OUTPUT = {"denoiser": "v", "sampler": "x0", "vocoder": "waveform"}
+
+
+def _parity(graph: str, precision: str, proto: onnx.ModelProto, golden: dict[str, np.ndarray]) -> Parity:
+    outputs = run_graph(proto, _inputs(graph, golden))
+    return compare(graph, precision, "torch", outputs[_OUTPUT[graph]], golden[f"{graph}.{_OUTPUT[graph]}"])
+
+
+def _manifest(
+    options: ExportOptions, info: Any, protos: dict[str, onnx.ModelProto], parity: list[Parity], notes: list[str], external: bool
+) -> dict[str, Any]:
+    graphs: dict[str, Any] = {}
+    for name, proto in protos.items():
+        inputs, outputs = io_specs(proto)
+        graphs[name] = {"file": f"{name}.onnx", "inputs": inputs, "outputs": outputs}
+    graphs["vocoder"].update(gl_iters=int(options.gl_iters), gl_momentum=float(options.gl_momentum))
+    provenance: dict[str, Any] = {
+        "pdd_version": _version("pdd"),
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "checkpoint": {
+            "file": Path(options.ckpt).name,
+            "sha256": sha256_file(options.ckpt),
+            "kind": info.kind,
+            "steps": info.steps,
+            "train_step": info.train_step,
+            "lineage": info.lineage,
+        },
+        "parity": [p.to_dict() for p in parity],
+        "notes": notes,
+    }
+    if options.eval_json is not None:
+        provenance["evaluation"] = read_eval_json(options.eval_json)
+    continuous = info.kind == "teacher"
+    return {
+        "name": options.name or Path(options.out).name,
+        "audio": info.audio.to_dict(),
+        "pack": {"chunks": info.audio.pack_chunks},
+        "schedule": schedule_entry(options.steps, continuous=continuous),
+        "parameterization": "v",
+        "steps": int(options.steps),
+        "model": info.model.to_dict(),
+        "precision": options.precision,
+        "graphs": graphs,
+        "external_data": WEIGHTS_FILE if external else None,
+        "golden": GOLDEN_FILE,
+        "opset": OPSET,
+        "provenance": provenance,
+    }
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _install(tmp: Path, out: Path, force: bool) -> None:
+    """Rename the finished temp folder to `out`; an existing `out` (only with force) is moved aside first, then removed."""
+    if out.exists():
+        if not force:
+            raise ExportError(f"{out} already exists; pass --force to replace it")
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, aside / out.name)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(aside / out.name, out)
+            raise
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    # mkdtemp makes 0700 folders; a bundle is meant to be shared and packaged.
+    os.chmod(out, 0o755)
+
+
+def human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    exponent = min(int(math.log(size, 1024)), 3)
+    return f"{size / 1024 ** exponent:.1f} {('B', 'KB', 'MB', 'GB')[exponent]}"

@@ -1,0 +1,105 @@
+"""Parity at export: onnxruntime runs each graph on the golden inputs and must reproduce PyTorch within a stated tolerance.
+
+Error measure per graph: max |onnx − torch| and that figure relative to max |torch| (so one tolerance fits models of any
+output scale). Tolerances, relative to the reference's peak:
+
+| graph    | fp32 | fp16 | why                                                                                  |
+|----------|------|------|--------------------------------------------------------------------------------------|
+| denoiser | 1e-4 | 3e-2 | one U-Net call; fp32 reorders sums (~1e-6 seen), fp16 has an 11-bit mantissa          |
+| sampler  | 1e-3 | 5e-2 | N calls compound the denoiser's error                                                |
+| vocoder  | 2e-3 | —    | 32 momentum-0.99 Griffin-Lim iterations amplify float32 rounding (~3e-4 seen); fp32 always |
+
+The vocoder is also compared with the runtime's numpy Griffin-Lim (`pdd.runtime.griffinlim.griffin_lim`) with the same
+tolerance: the two implementations of one algorithm (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from pdd.runtime.config import AudioConfig
+from pdd.runtime.griffinlim import griffin_lim
+from pdd.runtime.mel import denormalize, mel_to_magnitude
+from pdd.runtime.pack import unpack
+
+TOLERANCE = {
+    ("denoiser", "fp32"): 1e-4,
+    ("denoiser", "fp16"): 3e-2,
+    ("sampler", "fp32"): 1e-3,
+    ("sampler", "fp16"): 5e-2,
+    ("vocoder", "fp32"): 2e-3,
+    ("vocoder-numpy", "fp32"): 2e-3,
+}
+
+
+@dataclass(frozen=True)
+class Parity:
+    """One comparison: which graph, at which precision, against what, and whether it passed."""
+
+    graph: str
+    precision: str
+    reference: str  # "torch" or "numpy"
+    max_abs: float
+    reference_peak: float
+    tolerance: float
+
+    @property
+    def relative(self) -> float:
+        return self.max_abs / max(self.reference_peak, 1e-12)
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.max_abs)) and self.relative <= self.tolerance
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(relative=self.relative, passed=self.passed)
+        return data
+
+    def describe(self) -> str:
+        return (
+            f"{self.graph} ({self.precision}) vs {self.reference}: max abs error {self.max_abs:.3g} "
+            f"= {self.relative:.3g} of peak {self.reference_peak:.3g} (tolerance {self.tolerance:g})"
+        )
+
+
+def compare(graph: str, precision: str, reference: str, got: np.ndarray, want: np.ndarray) -> Parity:
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        return Parity(graph, precision, reference, float("inf"), float(np.abs(want).max(initial=0.0)), _tolerance(graph, reference, precision))
+    max_abs = float(np.abs(got - want).max(initial=0.0)) if np.all(np.isfinite(got)) else float("inf")
+    return Parity(graph, precision, reference, max_abs, float(np.abs(want).max(initial=0.0)), _tolerance(graph, reference, precision))
+
+
+def _tolerance(graph: str, reference: str, precision: str) -> float:
+    key = (f"{graph}-numpy" if reference == "numpy" else graph, precision)
+    return TOLERANCE[key]
+
+
+def ort_session(model: onnx.ModelProto | str, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session for a ModelProto (weights inline) or a file path (external data beside it)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def run_graph(model: onnx.ModelProto | str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = ort_session(model)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, inputs)))
+
+
+def numpy_vocoder(x0: np.ndarray, phase0: np.ndarray, audio: AudioConfig, gl_iters: int, gl_momentum: float) -> np.ndarray:
+    """The runtime's CPU path from packed x̂0 to a waveform: unpack → denormalise → mel⁻¹ → Griffin-Lim."""
+    magnitude = mel_to_magnitude(denormalize(unpack(x0, audio.pack_chunks), audio), audio)
+    return griffin_lim(magnitude, audio, n_iter=gl_iters, momentum=gl_momentum, phase0=phase0)
