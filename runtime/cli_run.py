@@ -1,5 +1,126 @@
-"""`pdd-run` (placeholder until the runtime issue lands)."""
+"""`pdd-run`: generate music from an engine bundle with no PyTorch (onnxruntime or native TensorRT).
 
-from pdd.runtime.cli_common import not_built_yet
+A thin typer wrapper over `pdd.runtime.generate` (generate, verify); heavy imports happen inside the command so `--help`
+stays instant.
+"""
 
-main = not_built_yet("pdd-run", "the runtime issue")
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pdd.runtime.cli_common import make_app, user_errors
+
+HELP = """Generate music clips from an engine bundle (no PyTorch needed).
+
+Writes OUT/pdd-SEED-I.wav (or .flac) with a JSON sidecar per clip (engine name and hash, seed, steps, backend, timings).
+
+Examples:
+
+  pdd-run -n 4 --seed 7                          # 4 clips from the shipped default engine into ./out
+
+  pdd-run --engine engines/small-8 --mode loop --steps 4 --backend ort --out takes --plot
+
+  pdd-run --engine engines/small-8 --verify      # golden check: max error of every graph on the chosen backend
+
+Modes: `sampler` runs the fused N-step graph in one call (steps fixed at export); `loop` calls the denoiser per step
+with the DDIM update on the host and accepts any divisor of the bundle's N. Vocoder `auto`: the bundle's Griffin-Lim graph
+on a GPU, numpy Griffin-Lim on the CPU (or whenever --gl-iters differs from the graph's).
+"""
+
+app = make_app(HELP)
+
+
+@app.command(help=HELP)
+@user_errors
+def run(
+    engine: Optional[Path] = typer.Option(None, "--engine", "-e", help="Bundle folder (default: the one shipped with pdd)."),
+    n: int = typer.Option(4, "-n", "--num", help="Number of clips."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed (numpy Generator); clip i of a seed is the same on every backend."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Clips per model call (default min(n, 4))."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the bundle's; loop mode: a divisor of it)."),
+    mode: str = typer.Option("sampler", "--mode", help="sampler (one fused call) | loop (denoiser per step)."),
+    backend: str = typer.Option("auto", "--backend", help="auto | ort (onnxruntime) | trt (native TensorRT)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (where the ort backend runs)."),
+    vocoder: str = typer.Option("auto", "--vocoder", help="auto | graph (bundle's vocoder.onnx) | numpy (Griffin-Lim on the CPU)."),
+    gl_iters: Optional[int] = typer.Option(None, "--gl-iters", help="Griffin-Lim iterations (default: the vocoder graph's, else 32)."),
+    fmt: str = typer.Option("wav", "--format", help="wav | flac."),
+    float_wav: bool = typer.Option(False, "--float", help="Write 32-bit float WAV instead of 16-bit PCM."),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder (created)."),
+    plot: bool = typer.Option(False, "--plot", help="Also write a log-mel spectrogram PNG per clip (needs matplotlib)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    verify_golden: bool = typer.Option(False, "--verify", help="Run golden.npz through the backend, print max errors, exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    from pdd.runtime.generate import RunOptions, generate
+
+    if verify_golden:
+        _verify(engine, backend, device)
+        return
+    options = RunOptions(
+        engine=engine, n=n, seed=seed, batch_size=batch_size, steps=steps, mode=mode, backend=backend, device=device,
+        vocoder=vocoder, gl_iters=gl_iters, format=fmt, subtype="float" if float_wav else "pcm16", out=out, plot=plot,
+        overwrite=overwrite,
+    )
+    batch = batch_size or min(max(n, 1), 4)
+    if quiet or n <= batch:
+        results = generate(options)
+    else:
+        results = _with_progress(options)
+    if not quiet and results:
+        meta = results[0].meta
+        names = results[0].audio.name if len(results) == 1 else f"{results[0].audio.name} … {results[-1].audio.name}"
+        per_clip = sum(r.meta["timings_ms"]["per_clip"] for r in results) / len(results)
+        print(
+            f"wrote {len(results)} clip(s) to {out}/ ({names}): {meta['seconds']} s each, {meta['steps']} steps "
+            f"({meta['mode']}, vocoder {meta['vocoder']}), {per_clip:.1f} ms/clip on {meta['backend_detail']}"
+        )
+
+
+def _with_progress(options: "object") -> list:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pdd.runtime.generate import generate
+
+    with Progress(
+        TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as bar:
+        task = bar.add_task("clips", total=options.n)  # type: ignore[attr-defined]
+        return generate(options, progress=lambda done, total: bar.update(task, completed=done))  # type: ignore[arg-type]
+
+
+def _verify(engine: Optional[Path], backend_name: str, device: str) -> None:
+    from pdd.runtime.backends import create_backend
+    from pdd.runtime.bundle import load_bundle
+    from pdd.runtime.errors import BundleError
+    from pdd.runtime.generate import resolve_engine, verify
+
+    bundle = load_bundle(resolve_engine(engine), check_graphs=False)
+    with create_backend(backend_name, bundle, device=device) as backend:
+        checks = verify(bundle, backend)
+        detail = backend.describe()
+    print(f"golden check of {bundle.name} ({bundle.hash[:12]}) on {detail}:")
+    for check in checks:
+        status = "ok" if check.ok else "FAIL"
+        key = f"{check.graph}.{check.tensor}"
+        print(f"  {key:<18} max abs error {check.max_abs_error:.3g}  (tolerance {check.tolerance:g})  {status}")
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        worst = max(failed, key=lambda c: c.max_abs_error)
+        raise BundleError(
+            f"golden check failed for {len(failed)} output(s), worst {worst.graph}.{worst.tensor} "
+            f"({worst.max_abs_error:.3g} > {worst.tolerance:g}); re-export the bundle or rebuild its TensorRT plans"
+        )
+
+
+def main() -> None:
+    app(prog_name="pdd-run")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

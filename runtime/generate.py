@@ -1,0 +1,308 @@
+"""What `pdd-run` does, as library calls the tests use directly: find the engine, generate clips to files, verify golden.
+
+- `default_engine_dir()`: the bundle shipped in the `pdd.engines` package (engines/DEFAULT names it, else engines/default/).
+- `generate(RunOptions)`: noise (Generator(seed), clip by clip) → audio files `pdd-<seed>-<i>.<fmt>` with a JSON sidecar each
+  (engine name + manifest sha256, seed, index, steps, mode, backend, timings) and an optional spectrogram PNG. All target
+  paths are checked before any work, and nothing is overwritten without `overwrite`.
+- `verify(bundle, backend)`: runs golden.npz through the backend and reports the max error per output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pdd.runtime import __version__
+from pdd.runtime.audio import WRITE_FORMATS, write_audio
+from pdd.runtime.backends import Backend, create_backend
+from pdd.runtime.bundle import Bundle, golden_tolerance, load_bundle
+from pdd.runtime.errors import AudioError, BundleError, ConfigError
+from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings
+
+DEFAULT_BATCH = 4
+SIDECAR_SUFFIX = ".json"
+PLOT_SUFFIX = ".png"
+
+
+def default_engine_dir() -> Path:
+    """The shipped default bundle: engines/DEFAULT (one line, a folder name) or engines/default/ in package pdd.engines."""
+    from importlib.resources import files
+
+    root = Path(str(files("pdd.engines")))
+    marker = root / "DEFAULT"
+    if marker.is_file():
+        name = marker.read_text().strip()
+        if not name or "/" in name or name.startswith("."):
+            raise BundleError(f"{marker} must name one bundle folder next to it; reinstall pdd")
+        return root / name
+    if (root / "default" / "manifest.json").is_file():
+        return root / "default"
+    raise BundleError(
+        "this install ships no default engine yet (pdd.engines has no DEFAULT file or default/ bundle); "
+        "pass --engine DIR with a bundle made by `pdd-export`"
+    )
+
+
+def resolve_engine(engine: str | os.PathLike[str] | None) -> Path:
+    return default_engine_dir() if engine is None else Path(engine)
+
+
+@dataclass
+class RunOptions:
+    """Everything `pdd-run` takes (see cli_run for the user-facing help)."""
+
+    engine: Path | None = None
+    n: int = 4
+    seed: int = 0
+    batch_size: int | None = None  # None: min(n, DEFAULT_BATCH)
+    steps: int | None = None
+    mode: str = "sampler"
+    backend: str = "auto"
+    device: str = "auto"
+    vocoder: str = "auto"
+    gl_iters: int | None = None
+    format: str = "wav"
+    subtype: str = "pcm16"
+    out: Path = Path("out")
+    plot: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class ClipResult:
+    index: int
+    audio: Path
+    sidecar: Path
+    plot: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def clip_paths(out: Path, seed: int, index: int, fmt: str, plot: bool) -> dict[str, Path]:
+    stem = out / f"pdd-{seed}-{index}"
+    paths = {"audio": stem.with_suffix(f".{fmt}"), "sidecar": stem.with_suffix(SIDECAR_SUFFIX)}
+    if plot:
+        paths["plot"] = stem.with_suffix(PLOT_SUFFIX)
+    return paths
+
+
+def check_options(options: RunOptions) -> None:
+    """Input checks that need no engine: counts, format, the plotting dependency."""
+    if options.n < 1:
+        raise ConfigError(f"-n must be >= 1 (number of clips), got {options.n}")
+    if options.batch_size is not None and options.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {options.batch_size}")
+    if options.steps is not None and options.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {options.steps}")
+    if options.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {options.seed}")
+    if options.format not in WRITE_FORMATS:
+        raise ConfigError(f"unknown --format {options.format!r}; use one of: {', '.join(WRITE_FORMATS)}")
+    if options.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ConfigError("--plot needs matplotlib: pip install 'pdd[plot]'") from None
+
+
+def prepare_out_dir(options: RunOptions) -> list[dict[str, Path]]:
+    """Create --out, make sure it is writable and that no target exists (unless overwrite); return every clip's paths."""
+    out = Path(options.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise AudioError(f"cannot use --out {out}: a file is in the way of the folder") from None
+    except OSError as exc:
+        raise AudioError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    if not out.is_dir():
+        raise AudioError(f"cannot use --out {out}: not a folder")
+    try:  # os.access lies for root and on some mounts: try a real write
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".pdd-probe-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise AudioError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+    all_paths = [clip_paths(out, options.seed, i, options.format, options.plot) for i in range(options.n)]
+    if not options.overwrite:
+        existing = [p for paths in all_paths for p in paths.values() if p.exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise AudioError(f"{existing[0]} already exists{more}; pass --overwrite to replace, or choose another --out/--seed")
+    return all_paths
+
+
+def open_backend(bundle: Bundle, name: str, device: str) -> Backend:
+    return create_backend(name, bundle, device=device)
+
+
+def generate(
+    options: RunOptions,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    bundle: Bundle | None = None,
+) -> list[ClipResult]:
+    """Generate `options.n` clips to files; returns what was written. `progress(done, total)` is called per batch."""
+    started = time.perf_counter()
+    check_options(options)
+    if bundle is None:
+        bundle = load_bundle(resolve_engine(options.engine), check_graphs=False)  # the backend checks the I/O it opens
+    all_paths = prepare_out_dir(options)
+    batch = options.batch_size or min(options.n, DEFAULT_BATCH)
+    settings = SamplerSettings(mode=options.mode, steps=options.steps, vocoder=options.vocoder, gl_iters=options.gl_iters)
+
+    with open_backend(bundle, options.backend, options.device) as backend:
+        sampler = Sampler(bundle, backend, settings, batch)
+        setup_ms = (time.perf_counter() - started) * 1e3
+        noise = NoiseStream(options.seed, bundle.packed_shape)
+        results: list[ClipResult] = []
+        n_batches = math.ceil(options.n / batch)
+        for b in range(n_batches):
+            first = b * batch
+            count = min(batch, options.n - first)
+            # Always a full batch (fixed shapes for CUDA graphs / plans); the extra clips' noise is drawn and dropped.
+            z1 = noise.take(batch)
+            before = sampler.timings.per_batch_ms[:]
+            waves = sampler(z1)
+            batch_ms = sampler.timings.per_batch_ms[len(before)]
+            for j in range(count):
+                index = first + j
+                results.append(_write_clip(options, bundle, backend, sampler, all_paths[index], index, waves[j], batch_ms, setup_ms))
+            if progress:
+                progress(min(first + count, options.n), options.n)
+    return results
+
+
+def _write_clip(
+    options: RunOptions, bundle: Bundle, backend: Backend, sampler: Sampler, paths: dict[str, Path], index: int,
+    wave: np.ndarray, batch_ms: float, setup_ms: float,
+) -> ClipResult:
+    write_start = time.perf_counter()
+    audio = write_audio(paths["audio"], wave, bundle.audio.sample_rate, subtype=options.subtype, overwrite=options.overwrite)
+    plot = _write_plot(paths["plot"], wave, bundle, options.overwrite) if "plot" in paths else None
+    meta = {
+        "pdd_version": __version__,
+        "engine": {"name": bundle.name, "manifest_sha256": bundle.hash, "path": str(bundle.path), "precision": bundle.precision},
+        "seed": options.seed,
+        "index": index,
+        "noise": f"numpy Generator({options.seed}).standard_normal, clip {index} of the stream",
+        "steps": sampler.steps,
+        "mode": sampler.mode,
+        "backend": backend.name,
+        "backend_detail": backend.describe(),
+        "device": backend.device,
+        "vocoder": sampler.vocoder,
+        "gl_iters": sampler.gl_iters,
+        "gl_momentum": sampler.gl_momentum,
+        "batch_size": sampler.batch,
+        "sample_rate": bundle.audio.sample_rate,
+        "samples": int(wave.shape[-1]),
+        "seconds": round(wave.shape[-1] / bundle.audio.sample_rate, 4),
+        "audio_file": audio.name,
+        "timings_ms": {
+            "setup": round(setup_ms, 3),
+            "batch": round(batch_ms, 3),
+            "per_clip": round(batch_ms / sampler.batch, 3),
+            "write": round((time.perf_counter() - write_start) * 1e3, 3),
+        },
+    }
+    write_json(paths["sidecar"], meta, overwrite=options.overwrite)
+    return ClipResult(index=index, audio=audio, sidecar=paths["sidecar"], plot=plot, meta=meta)
+
+
+def write_json(path: Path, data: dict[str, Any], *, overwrite: bool) -> Path:
+    """Atomic JSON write; an existing file is kept unless `overwrite`."""
+    if path.exists() and not overwrite:
+        raise AudioError(f"{path} already exists; pass --overwrite to replace it")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_plot(path: Path, wave: np.ndarray, bundle: Bundle, overwrite: bool) -> Path:
+    """Log-mel spectrogram of the generated audio (the model's own front end) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pdd.runtime.mel import log_mel
+
+    if path.exists() and not overwrite:
+        raise AudioError(f"{path} already exists; pass --overwrite to replace it")
+    audio = bundle.audio
+    mel = log_mel(wave, audio)
+    seconds = wave.shape[-1] / audio.sample_rate
+    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
+    image = ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", vmin=-1, vmax=1, extent=(0, seconds, 0, audio.n_mels))
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("mel bin")
+    ax.set_title(path.stem)
+    fig.colorbar(image, ax=ax, label="normalised dB")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@dataclass
+class GoldenCheck:
+    graph: str
+    tensor: str
+    max_abs_error: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_error <= self.tolerance
+
+
+def verify(bundle: Bundle, backend: Backend, tolerance: float | None = None) -> list[GoldenCheck]:
+    """Run every graph that has golden inputs through `backend`; max abs error per output against golden.npz."""
+    golden = bundle.golden()
+    tol = golden_tolerance(bundle.precision) if tolerance is None else tolerance
+    checks: list[GoldenCheck] = []
+    for name, spec in bundle.graphs.items():
+        keys = [f"{name}.{t.name}" for t in spec.inputs]
+        if not all(k in golden for k in keys):
+            continue
+        inputs = {t.name: golden[f"{name}.{t.name}"] for t in spec.inputs}
+        batch = int(next(iter(inputs.values())).shape[0])
+        backend.prepare([name], batch)
+        outputs = backend.run(name, inputs)
+        for tensor in spec.outputs:
+            key = f"{name}.{tensor.name}"
+            if key not in golden:
+                continue
+            got = np.asarray(backend.to_host(outputs[tensor.name]), dtype=np.float64)
+            want = golden[key].astype(np.float64)
+            if got.shape != want.shape:
+                raise BundleError(f"{key}: backend gave shape {got.shape}, golden has {want.shape}; re-export the bundle")
+            error = float(np.max(np.abs(got - want))) if got.size else 0.0
+            checks.append(GoldenCheck(name, tensor.name, error if math.isfinite(error) else math.inf, tol))
+    if not checks:
+        raise BundleError(f"golden.npz of {bundle.name!r} has no inputs for any graph; re-export the bundle")
+    return checks
+
+
+__all__ = [
+    "RunOptions", "ClipResult", "GoldenCheck", "generate", "verify", "default_engine_dir", "resolve_engine", "check_options",
+    "prepare_out_dir", "write_json",
+]
