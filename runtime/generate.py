@@ -32,11 +32,16 @@ SIDECAR_SUFFIX = ".json"
 PLOT_SUFFIX = ".png"
 
 
-def default_engine_dir() -> Path:
-    """The shipped default bundle: engines/DEFAULT (one line, a folder name) or engines/default/ in package pdd.engines."""
+def engines_root() -> Path:
+    """The installed `pdd.engines` package folder (engines/ in the repo; package data after `pip install .`)."""
     from importlib.resources import files
 
-    root = Path(str(files("pdd.engines")))
+    return Path(str(files("pdd.engines")))
+
+
+def default_engine_dir(root: Path | None = None) -> Path:
+    """The shipped default bundle: engines/DEFAULT (one line, a folder name) or engines/default/ in package pdd.engines."""
+    root = engines_root() if root is None else root
     marker = root / "DEFAULT"
     if marker.is_file():
         name = marker.read_text().strip()

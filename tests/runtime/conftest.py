@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -242,3 +243,15 @@ def make_tiny_bundle(tmp_path: Path) -> Callable[..., Path]:
         return build_tiny_bundle(tmp_path / name, **options)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_reference() -> SimpleNamespace:
+    """The tiny graphs' arithmetic in numpy: weights, denoiser, sampler, vocoder (to check what backends compute)."""
+    w1, w2 = tiny_weights(get_preset("tiny").packed_shape)
+    return SimpleNamespace(
+        w1=w1, w2=w2, steps=TINY_STEPS, manifest=tiny_manifest,
+        denoiser=lambda z, t: reference_denoiser(z, t, w1, w2),
+        sampler=lambda z1, steps=TINY_STEPS: reference_sampler(z1, steps, w1, w2),
+        vocoder=lambda x0: reference_vocoder(x0, get_preset("tiny").clip_samples),
+    )
