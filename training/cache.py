@@ -295,26 +295,27 @@ def synthetic_piece(config: AudioConfig, seconds: float, seed: int = 0, level: f
     rng = np.random.default_rng(seed)
     sr = config.sample_rate
     n = int(round(seconds * sr))
-    wave = np.zeros(n, dtype=np.float64)
+    wave = np.zeros(n, dtype=np.float32)
+    harmonics = np.arange(1, 6, dtype=np.float32)
     t_note = 0.0
-    nyquist = sr / 2.0
     while t_note < seconds:
         length = float(rng.uniform(0.15, 0.6))
         root = int(rng.integers(45, 80))  # MIDI pitch
         chord = [root] + ([root + 4, root + 7] if rng.random() < 0.4 else [])
         start = int(t_note * sr)
         dur = min(n - start, int((length + 0.4) * sr))  # notes ring past the next onset
-        tt = np.arange(dur) / sr
-        envelope = np.minimum(tt / 0.005, 1.0) * np.exp(-tt * rng.uniform(2.0, 6.0))
-        velocity = rng.uniform(0.4, 1.0)
+        tt = np.arange(dur, dtype=np.float32) / np.float32(sr)
+        envelope = np.minimum(tt / 0.005, 1.0) * np.exp(-tt * np.float32(rng.uniform(2.0, 6.0)))
+        velocity = np.float32(rng.uniform(0.4, 1.0))
         for pitch in chord:
             f0 = 440.0 * 2.0 ** ((pitch - 69) / 12.0)
-            for h in range(1, 7):
-                if h * f0 < nyquist * 0.95:
-                    wave[start : start + dur] += velocity * envelope * np.sin(2 * np.pi * h * f0 * tt) / h**1.5
+            usable = harmonics[harmonics * f0 < 0.45 * sr]
+            weights = (velocity / usable**1.5).astype(np.float32)
+            phases = np.float32(2 * np.pi * f0) * np.outer(usable, tt)
+            wave[start : start + dur] += envelope * (weights @ np.sin(phases))
         t_note += length
     peak = float(np.max(np.abs(wave))) or 1.0
-    return (wave * (level / peak)).astype(np.float32)
+    return (wave * np.float32(level / peak)).astype(np.float32)
 
 
 def cut_clips(wave: np.ndarray, config: AudioConfig, hop_samples: int) -> tuple[np.ndarray, np.ndarray]:

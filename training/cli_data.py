@@ -1,5 +1,149 @@
-"""`pdd-data` (placeholder until the data issue lands)."""
+"""`pdd-data`: render the bundled score corpus to piano audio, and turn any folder of audio into a mel cache for training."""
 
-from pdd.runtime.cli_common import not_built_yet
+from __future__ import annotations
 
-main = not_built_yet("pdd-data", "the data issue")
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pdd.runtime.cli_common import make_app, user_errors
+
+app = make_app(
+    "Training data for pdd.\n\n"
+    "Examples:\n\n"
+    "  pdd-data corpus --out data/corpus --max-hours 5\n\n"
+    "  pdd-data prepare data/corpus --out data/cache-paper --preset paper"
+)
+console = Console(stderr=True)
+
+
+def _progress(transient: bool = False) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=console,
+        transient=transient,
+    )
+
+
+@app.command()
+@user_errors
+def corpus(
+    out: Path = typer.Option(..., "--out", help="Output folder (created; re-running with the same arguments skips done work)."),
+    composers: Optional[str] = typer.Option(
+        None, "--composers", help="Comma-separated music21 corpus composers (default: bach, beethoven, mozart, haydn, …)."
+    ),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many works (interleaved across composers)."),
+    max_hours: Optional[float] = typer.Option(
+        None, "--max-hours", help="Stop once the selection's leading works reach this many hours of audio."
+    ),
+    soundfont: Optional[Path] = typer.Option(None, "--soundfont", help="General-MIDI .sf2 (default: Debian's TimGM6mb)."),
+    sample_rate: int = typer.Option(22050, "--sample-rate", help="Render rate in Hz (the paper preset's rate)."),
+    peak_db: float = typer.Option(-1.0, "--peak-db", help="Peak-normalise every work to this level (dBFS)."),
+    workers: int = typer.Option(2, "--workers", help="Scores converted and rendered at once (one process each)."),
+    time_limit: float = typer.Option(120.0, "--time-limit", help="Seconds allowed per score before it is skipped."),
+    force: bool = typer.Option(False, "--force", help="Re-render a folder that was rendered with other settings."),
+) -> None:
+    """Render music21's bundled scores to mono piano FLAC with FluidSynth, plus a corpus.json manifest.
+
+    Example: pdd-data corpus --out data/corpus --composers bach,mozart --limit 20
+    """
+    from pdd.training.corpus import DEFAULT_COMPOSERS, render_corpus, report_dict, select_works
+
+    chosen = [c for c in composers.split(",")] if composers else list(DEFAULT_COMPOSERS)
+    total = len(select_works(chosen, limit))
+    hours = [0.0]
+    with _progress() as progress:
+        task = progress.add_task("rendering", total=total, note="")
+
+        def advance(work_id: str, status: str) -> None:
+            progress.update(task, advance=1, note=f"{status:>6} {work_id}")
+
+        report = render_corpus(
+            out, chosen, limit=limit, soundfont=soundfont, sample_rate=sample_rate, peak_dbfs=peak_db,
+            workers=workers, time_limit=time_limit, max_hours=max_hours, force=force, on_progress=advance,
+        )  # fmt: skip
+        hours[0] = report.hours
+    summary = report_dict(report)
+    console.print(
+        f"{summary['works']} works, {summary['hours']:.2f} h of audio in {out} "
+        f"({summary['rendered']} rendered, {summary['reused']} already there, {len(report.skipped)} skipped) "
+        f"in {summary['seconds_wall']:.0f} s"
+    )
+    if report.skipped:
+        table = Table("skipped work", "reason", title="skipped")
+        for item in report.skipped:
+            table.add_row(item["id"], item["reason"])
+        console.print(table)
+
+
+@app.command()
+@user_errors
+def prepare(
+    audio_dir: Path = typer.Argument(..., help="Folder of audio (WAV/FLAC/OGG/MP3, nested folders)."),
+    out: Path = typer.Option(..., "--out", help="Cache folder (created; re-running with the same input is a no-op)."),
+    preset: str = typer.Option("paper", "--preset", help="Audio preset: paper or tiny."),
+    hop: Optional[float] = typer.Option(
+        None, "--hop", help="Seconds between clip starts (default: one clip length, no overlap)."
+    ),
+    silence_db: float = typer.Option(-50.0, "--silence-db", help="Drop clips whose RMS is below this level (dBFS)."),
+    heldout: float = typer.Option(0.1, "--heldout", help="Fraction of source files held out for evaluation."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/held-out split by source file."),
+    dtype: str = typer.Option("float16", "--dtype", help="float16 (half the disk) or float32."),
+    force: bool = typer.Option(False, "--force", help="Rebuild a cache made with another preset, or a corrupt one."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Cut a folder of audio into preset-sized clips and cache their normalised log-mels (train / held-out by source file).
+
+    Example: pdd-data prepare ~/music --out data/cache-paper --preset paper --hop 4.5
+    """
+    from pdd.runtime.config import get_preset
+    from pdd.training.prepare import PrepareParams, prepare_cache
+
+    config = get_preset(preset)
+    params = PrepareParams(hop_seconds=hop, silence_db=silence_db, heldout_fraction=heldout, seed=seed, dtype=dtype)
+    with _progress(transient=True) as progress:
+        task = progress.add_task("reading", total=None, note="")
+
+        def advance(done: int, total: int, name: str) -> None:
+            progress.update(task, completed=done, total=total, note=name)
+
+        report = prepare_cache(audio_dir, out, config, params, force=force, on_progress=advance)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=1))
+    _print_prepare_report(report)
+
+
+def _print_prepare_report(report: "object") -> None:
+    from pdd.training.prepare import PrepareReport
+
+    assert isinstance(report, PrepareReport)
+    if report.up_to_date:
+        console.print(f"{report.out} is up to date ({report.summary_line()})")
+        return
+    table = Table("split", "source files", "clips", "hours", title=f"mel cache {report.out}")
+    for split, info in report.splits.items():
+        table.add_row(split, str(info["files"]), str(info["clips"]), f"{info['hours']:.3f}")
+    console.print(table)
+    console.print(report.summary_line())
+    if report.skipped_files:
+        skipped = Table("skipped file", "reason", title="files skipped")
+        for item in report.skipped_files:
+            skipped.add_row(item["file"], item["reason"])
+        console.print(skipped)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -50,20 +50,28 @@ class MelDataset(Dataset):
         gaps[:-1] = np.where(usable, delta // hop, 0)
         return gaps
 
-    def mel(self, index: int) -> np.ndarray:
-        """(n_mels, frames) float32 mel of item `index` (shifted when `random_shift`)."""
+    def max_shift(self, index: int) -> int:
+        """Largest frame offset item `index` can be shifted by (0 when no neighbouring clip continues it)."""
+        return int(self._next_gap[index])
+
+    def shifted_mel(self, index: int, shift: int) -> np.ndarray:
+        """(n_mels, frames) float32: the window starting `shift` frames into clip `index` (0 ≤ shift ≤ max_shift)."""
         clip = np.asarray(self.clips[index], dtype=np.float32)
-        gap = int(self._next_gap[index]) if self.random_shift else 0
-        if gap == 0:
-            return clip
-        shift = int(torch.randint(0, gap + 1, ()).item())
         if shift == 0:
             return clip
+        gap = self.max_shift(index)
+        if not 0 < shift <= gap:
+            raise ValueError(f"clip {index} can be shifted by 0..{gap} frames, not {shift}")
         following = np.asarray(self.clips[index + 1], dtype=np.float32)
         # Frames [shift, frames) of this clip, then the next clip's frames that follow them in time.
-        frames = self.config.frames
-        start_in_next = frames - gap
+        start_in_next = self.config.frames - gap
         return np.concatenate([clip[:, shift:], following[:, start_in_next : start_in_next + shift]], axis=1)
+
+    def mel(self, index: int) -> np.ndarray:
+        """(n_mels, frames) float32 mel of item `index` (at a random shift when `random_shift`)."""
+        gap = self.max_shift(index) if self.random_shift else 0
+        shift = int(torch.randint(0, gap + 1, ()).item()) if gap else 0
+        return self.shifted_mel(index, shift)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < len(self):

@@ -1,0 +1,593 @@
+"""Render real piano music offline: music21's bundled score corpus → MIDI (every part on acoustic piano) → FluidSynth → FLAC.
+
+No data set can be downloaded here, but a score corpus ships inside the music21 wheel and a synthesiser with a General-MIDI
+soundfont ships in Debian. Each score is converted and rendered in its own forked process (two at a time by default) under a
+time limit, because some scores take minutes to parse; a score that fails or runs out of time is skipped and listed with the
+reason. Output: OUT/<composer>/<work>.flac (mono, peak-normalised) and OUT/corpus.json, a manifest of every work with its
+duration and sha256. The same arguments give the same files and manifest; a re-run skips work that is already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from pdd.runtime.errors import ConfigError, PddError
+from pdd.training.cache import write_json_atomic
+
+MANIFEST_NAME = "corpus.json"
+MANIFEST_FORMAT = "pdd-corpus/1"
+APT_INSTALL = "sudo apt-get install --no-install-recommends fluidsynth timgm6mb-soundfont"
+
+# Keyboard-friendly composers of music21's corpus (string quartets and chorales render well on one piano).
+DEFAULT_COMPOSERS = (
+    "bach",
+    "beethoven",
+    "mozart",
+    "haydn",
+    "chopin",
+    "joplin",
+    "schumann_clara",
+    "handel",
+    "schubert",
+    "cpebach",
+    "corelli",
+    "weber",
+    "beach",
+)
+# Notated formats only (the corpus also holds roman-numeral analyses, .rntxt, which are not music to play).
+# When one work exists in several formats, the lowest rank wins.
+SCORE_SUFFIX_RANK = {".mxl": 0, ".musicxml": 1, ".xml": 2, ".krn": 3, ".abc": 4, ".mid": 5, ".midi": 5}
+SOUNDFONT_CANDIDATES = (
+    "/usr/share/sounds/sf2/TimGM6mb.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+)
+# A failure we remember across runs (the same music21 gives the same error); time-outs depend on load and are retried.
+TIMEOUT_PREFIX = "timed out"
+
+
+class CorpusError(PddError):
+    """The corpus cannot be rendered: missing synthesiser/soundfont, bad selection, or an output folder we must not touch."""
+
+
+@dataclass(frozen=True)
+class Work:
+    """One score of the corpus: `id` is its corpus path without the suffix, e.g. "bach/bwv66.6"."""
+
+    id: str
+    composer: str
+    source: str  # absolute path of the score file
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that decides the rendered audio; a corpus folder is only ever extended with the same settings."""
+
+    sample_rate: int = 22050
+    peak_dbfs: float = -1.0
+    soundfont: str = ""
+    soundfont_sha256: str = ""
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that must match for existing renders to be reused (the soundfont by content, not by path)."""
+        return {"sample_rate": self.sample_rate, "peak_dbfs": self.peak_dbfs, "soundfont_sha256": self.soundfont_sha256}
+
+
+@dataclass
+class CorpusReport:
+    out: Path
+    rendered: list[dict[str, Any]] = field(default_factory=list)  # newly rendered this run
+    reused: list[dict[str, Any]] = field(default_factory=list)  # already present and intact
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {"id", "reason"}
+    seconds_wall: float = 0.0
+
+    @property
+    def works(self) -> list[dict[str, Any]]:
+        return self.rendered + self.reused
+
+    @property
+    def hours(self) -> float:
+        return sum(w["seconds"] for w in self.works) / 3600.0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Tools and selection
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def find_fluidsynth() -> str:
+    """Path of the fluidsynth executable, or a CorpusError naming the install command."""
+    exe = shutil.which("fluidsynth")
+    if exe is None:
+        raise CorpusError(f"the FluidSynth synthesiser is not installed; install it with: {APT_INSTALL}")
+    return exe
+
+
+def find_soundfont(path: str | os.PathLike[str] | None = None) -> Path:
+    """The soundfont to render with: `path` if given, else the first General-MIDI soundfont Debian installs."""
+    if path is not None:
+        chosen = Path(path)
+        if not chosen.is_file():
+            raise CorpusError(f"soundfont {chosen} does not exist")
+        return chosen
+    for candidate in SOUNDFONT_CANDIDATES:
+        if Path(candidate).is_file():
+            return Path(candidate).resolve()
+    raise CorpusError(f"no General-MIDI soundfont found; install one with: {APT_INSTALL} (or pass --soundfont PATH)")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def corpus_root() -> Path:
+    """The folder of music21's bundled corpus (inside the installed wheel)."""
+    from music21 import corpus
+
+    return Path(corpus.__file__).resolve().parent
+
+
+def composer_works(composer: str) -> list[Work]:
+    """All notated works of one composer, sorted by id, one file per work (preferred format)."""
+    from music21 import corpus
+
+    best: dict[str, Path] = {}
+    for path in (Path(p) for p in corpus.getComposer(composer)):
+        rank = SCORE_SUFFIX_RANK.get(path.suffix.lower())
+        if rank is None:
+            continue
+        work_id = _corpus_relative(str(path)).rsplit(".", 1)[0]
+        if work_id not in best or rank < SCORE_SUFFIX_RANK[best[work_id].suffix.lower()]:
+            best[work_id] = path
+    return [Work(work_id, composer, str(best[work_id])) for work_id in sorted(best)]
+
+
+def select_works(composers: Iterable[str] = DEFAULT_COMPOSERS, limit: int | None = None) -> list[Work]:
+    """Works of the chosen composers, interleaved round-robin (so a --limit still spans composers), at most `limit`."""
+    composers = [c.strip() for c in composers if c.strip()]
+    if not composers:
+        raise CorpusError("no composers chosen")
+    if limit is not None and limit <= 0:
+        raise CorpusError(f"--limit must be positive, got {limit}")
+    per_composer = []
+    for composer in dict.fromkeys(composers):
+        works = composer_works(composer)
+        if not works:
+            raise CorpusError(f"music21's corpus has no scores by {composer!r}; try e.g. {', '.join(DEFAULT_COMPOSERS[:5])}")
+        per_composer.append(works)
+    chosen: list[Work] = []
+    for rank in range(max(len(w) for w in per_composer)):
+        chosen.extend(works[rank] for works in per_composer if rank < len(works))
+    return chosen[:limit] if limit is not None else chosen
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One work: score → MIDI → audio (runs inside a child process)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def score_to_midi(source: str | os.PathLike[str], midi_path: str | os.PathLike[str]) -> float:
+    """Parse a score, expand its repeats, put every part on acoustic piano, write MIDI. Returns its length in quarter notes."""
+    from music21 import converter, instrument, midi, stream
+
+    score = converter.parse(str(source))
+    if isinstance(score, stream.Opus):
+        # A file holding several pieces (some .abc files): play them one after another.
+        score = score.mergeScores() if hasattr(score, "mergeScores") else score.scores[0]
+    if not score.parts:
+        raise ValueError("score has no parts")
+    score = score.expandRepeats()
+    for part in score.parts:
+        for old in list(part.recurse().getElementsByClass(instrument.Instrument)):
+            old.activeSite.remove(old)
+        part.insert(0, instrument.Piano())  # General MIDI program 0: acoustic grand piano
+    midi_file = midi.translate.streamToMidiFile(score)
+    midi_file.open(str(midi_path), "wb")
+    try:
+        midi_file.write()
+    finally:
+        midi_file.close()
+    return float(score.duration.quarterLength)
+
+
+def render_midi(midi_path: Path, settings: RenderSettings, fluidsynth: str, scratch: Path) -> np.ndarray:
+    """FluidSynth fast render (float, no clipping) → mono float32 at settings.sample_rate, not yet normalised."""
+    raw = scratch / "render.wav"
+    cmd = [
+        fluidsynth, "-ni", "-q", "-r", str(settings.sample_rate), "-T", "wav", "-O", "float",
+        "-F", str(raw), settings.soundfont, str(midi_path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not raw.is_file():
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise RuntimeError(f"fluidsynth failed ({detail[-1] if detail else f'exit {proc.returncode}'})")
+    wave, rate = sf.read(str(raw), dtype="float32", always_2d=True)
+    if rate != settings.sample_rate:
+        raise RuntimeError(f"fluidsynth wrote {rate} Hz instead of {settings.sample_rate} Hz")
+    return wave.mean(axis=1, dtype=np.float32)
+
+
+def peak_normalise(wave: np.ndarray, peak_dbfs: float) -> np.ndarray:
+    """Scale so the largest sample sits at `peak_dbfs` (FluidSynth's default gain peaks near 0.15, wasting 16 dB)."""
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if peak <= 0.0 or not np.isfinite(peak):
+        raise ValueError("rendered audio is silent")
+    return (wave * np.float32(10.0 ** (peak_dbfs / 20.0) / peak)).astype(np.float32)
+
+
+def output_path(out: Path, work: Work) -> Path:
+    return out / f"{work.id}.flac"
+
+
+def render_work(work: Work, out: Path, settings: RenderSettings, fluidsynth: str) -> dict[str, Any]:
+    """Score → FLAC at output_path (written atomically); returns the manifest entry."""
+    target = output_path(out, work)
+    warnings.simplefilter("ignore")  # music21 warns about every overfull measure; failures still raise
+    with tempfile.TemporaryDirectory(prefix="pdd-corpus-") as scratch_name:
+        scratch = Path(scratch_name)
+        midi_path = scratch / "score.mid"
+        score_to_midi(work.source, midi_path)
+        wave = peak_normalise(render_midi(midi_path, settings, fluidsynth, scratch), settings.peak_dbfs)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        sf.write(str(tmp), wave, settings.sample_rate, format="FLAC", subtype="PCM_16")
+        os.replace(tmp, target)
+    return work_entry(work, out, target, seconds=wave.shape[0] / settings.sample_rate)
+
+
+def work_entry(work: Work, out: Path, target: Path, seconds: float) -> dict[str, Any]:
+    return {
+        "id": work.id,
+        "composer": work.composer,
+        "source": _corpus_relative(work.source),
+        "file": target.relative_to(out).as_posix(),
+        "seconds": round(seconds, 3),
+        "sha256": file_sha256(target),
+    }
+
+
+def _corpus_relative(source: str) -> str:
+    """"bach/bwv66.6.mxl" for a file of music21's corpus; the bare file name for anything else."""
+    path = Path(source).resolve()
+    try:
+        return path.relative_to(corpus_root()).as_posix()
+    except ValueError:
+        return path.name
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A pool of forked processes with a per-task time limit
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _child(conn: Connection, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    os.setpgrp()  # its own process group, so a time-out also kills the fluidsynth it started
+    try:
+        result: tuple[str, Any] = ("ok", func(*args))
+    except BaseException as exc:  # noqa: BLE001 — any failure of one score is reported, never fatal
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        result = ("error", f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+    try:
+        conn.send(result)
+    finally:
+        conn.close()
+
+
+def run_limited(
+    tasks: list[tuple[str, Callable[..., Any], tuple[Any, ...]]],
+    workers: int,
+    time_limit: float,
+    on_result: Callable[[str, str, Any], None],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Run (key, func, args) tasks in at most `workers` forked processes; each gets `time_limit` seconds or is killed.
+
+    `on_result(key, status, value)` is called in the parent with status "ok" (value = return value) or "error"
+    (value = reason, including "timed out after N s"). Once `should_stop()` is true no task starts and running ones are
+    killed (without a result).
+    """
+    ctx = multiprocessing.get_context("fork")
+    pending = list(reversed(tasks))
+    running: dict[Connection, tuple[str, Any, float]] = {}
+    try:
+        while pending or running:
+            if should_stop():
+                break
+            while pending and len(running) < workers:
+                key, func, args = pending.pop()
+                parent_end, child_end = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(child_end, func, args), daemon=True)
+                proc.start()
+                child_end.close()
+                running[parent_end] = (key, proc, time.monotonic())
+            ready = wait(list(running), timeout=0.2)
+            for conn in ready:
+                key, proc, _ = running.pop(conn)
+                try:
+                    status, value = conn.recv()
+                except (EOFError, OSError):
+                    proc.join(5)
+                    status, value = "error", f"worker died (exit code {proc.exitcode})"
+                conn.close()
+                proc.join(5)
+                on_result(key, status, value)
+            now = time.monotonic()
+            for conn, (key, proc, started) in list(running.items()):
+                if now - started > time_limit:
+                    _kill_group(proc)
+                    running.pop(conn)
+                    conn.close()
+                    on_result(key, "error", f"{TIMEOUT_PREFIX} after {time_limit:g} s")
+    finally:
+        for conn, (_, proc, _) in running.items():
+            _kill_group(proc)
+            conn.close()
+
+
+def _kill_group(proc: Any) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.join(5)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The whole corpus
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_manifest(out: Path) -> dict[str, Any] | None:
+    path = out / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorpusError(f"{path} is corrupt ({type(exc).__name__}); remove it or choose a new --out") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise CorpusError(f"{path} is not a {MANIFEST_FORMAT} manifest; choose a new --out")
+    return manifest
+
+
+def check_output_folder(out: Path, settings: RenderSettings, force: bool) -> dict[str, Any] | None:
+    """The existing manifest (if any) after refusing folders we must not write into or settings that differ."""
+    if out.exists() and not out.is_dir():
+        raise CorpusError(f"{out} exists and is not a folder")
+    manifest = load_manifest(out) if out.is_dir() else None
+    if manifest is None and out.is_dir() and any(out.iterdir()):
+        raise CorpusError(f"{out} is not empty and holds no {MANIFEST_NAME}; choose a new or empty --out folder")
+    if manifest is not None and manifest.get("settings", {}).get("identity") != settings.identity():
+        if not force:
+            raise CorpusError(
+                f"{out} was rendered with other settings ({_settings_diff(manifest, settings)}); "
+                "choose a new --out or pass --force to re-render"
+            )
+        manifest = None  # --force: nothing is reused
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".pdd-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CorpusError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    return manifest
+
+
+def _settings_diff(manifest: dict[str, Any], settings: RenderSettings) -> str:
+    old = manifest.get("settings", {}).get("identity", {})
+    new = settings.identity()
+    return ", ".join(f"{k} {old.get(k)!r} → {new[k]!r}" for k in new if old.get(k) != new[k]) or "unknown"
+
+
+def reusable_entry(previous: dict[str, Any] | None, work: Work, out: Path, verify: bool = True) -> dict[str, Any] | None:
+    """The previous manifest entry of `work` if its file is still there and intact."""
+    if previous is None:
+        return None
+    for entry in previous.get("works", []):
+        if entry.get("id") == work.id:
+            target = out / entry.get("file", "")
+            if target.is_file() and (not verify or file_sha256(target) == entry.get("sha256")):
+                return entry
+    return None
+
+
+def remembered_failure(previous: dict[str, Any] | None, work: Work) -> str | None:
+    """A previous run's deterministic failure of `work` (parse/expand errors); time-outs are retried."""
+    if previous is None:
+        return None
+    for entry in previous.get("skipped", []):
+        if entry.get("id") == work.id and not str(entry.get("reason", "")).startswith(TIMEOUT_PREFIX):
+            return str(entry["reason"])
+    return None
+
+
+def write_manifest(out: Path, works: list[Work], done: dict[str, dict[str, Any]], failed: dict[str, str],
+                   settings: RenderSettings, selection: dict[str, Any]) -> None:  # fmt: skip
+    """corpus.json in selection order; no timestamps or timings, so the same arguments give the same bytes."""
+    entries = [done[w.id] for w in works if w.id in done]
+    skipped = [{"id": w.id, "reason": failed[w.id]} for w in works if w.id in failed]
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "settings": {
+            "identity": settings.identity(),
+            "soundfont": Path(settings.soundfont).name,
+            "music21": _music21_version(),
+            "channels": 1,
+            "subtype": "PCM_16",
+        },
+        "selection": selection,
+        "hours": round(sum(e["seconds"] for e in entries) / 3600.0, 4),
+        "works": entries,
+        "skipped": skipped,
+    }
+    write_json_atomic(out / MANIFEST_NAME, manifest)
+
+
+def _music21_version() -> str:
+    import music21
+
+    return str(music21.__version__)
+
+
+def render_corpus(
+    out: str | os.PathLike[str],
+    composers: Iterable[str] = DEFAULT_COMPOSERS,
+    limit: int | None = None,
+    soundfont: str | os.PathLike[str] | None = None,
+    sample_rate: int = 22050,
+    peak_dbfs: float = -1.0,
+    workers: int = 2,
+    time_limit: float = 120.0,
+    max_hours: float | None = None,
+    force: bool = False,
+    on_progress: Callable[[str, str], None] | None = None,
+) -> CorpusReport:
+    """Render the selection into `out`; returns what was rendered, reused and skipped. See the module docstring.
+
+    `max_hours` keeps the shortest prefix of the selection (in selection order) that reaches that much audio: rendering
+    stops there, and the manifest lists only that prefix, so the result does not depend on which process finished first.
+    """
+    started = time.monotonic()
+    if workers <= 0:
+        raise ConfigError(f"workers must be positive, got {workers}")
+    if time_limit <= 0:
+        raise ConfigError(f"the per-score time limit must be positive, got {time_limit}")
+    if not -40.0 <= peak_dbfs <= 0.0:
+        raise ConfigError(f"peak level must be in -40..0 dBFS, got {peak_dbfs}")
+    if max_hours is not None and max_hours <= 0:
+        raise ConfigError(f"--max-hours must be positive, got {max_hours}")
+    if not 8000 <= sample_rate <= 96000:
+        raise ConfigError(f"sample rate must be in 8000..96000 Hz, got {sample_rate}")
+    fluidsynth = find_fluidsynth()
+    font = find_soundfont(soundfont)
+    settings = RenderSettings(sample_rate, float(peak_dbfs), str(font), file_sha256(font))
+    out = Path(out)
+    works = select_works(composers, limit)
+    previous = check_output_folder(out, settings, force)
+    selection = {
+        "composers": list(dict.fromkeys(c.strip() for c in composers if c.strip())),
+        "limit": limit,
+        "max_hours": max_hours,
+    }
+
+    report = CorpusReport(out)
+    done: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    todo = []
+    for work in works:
+        entry = reusable_entry(previous, work, out)
+        reason = remembered_failure(previous, work)
+        if entry is not None:
+            done[work.id] = entry
+            report.reused.append(entry)
+        elif reason is not None:
+            failed[work.id] = reason
+            report.skipped.append({"id": work.id, "reason": reason})
+        else:
+            todo.append(work)
+    if on_progress:
+        for entry in report.reused:
+            on_progress(entry["id"], "reused")
+
+    by_id = {w.id: w for w in works}
+    last_write = [time.monotonic()]
+
+    def collect(key: str, status: str, value: Any) -> None:
+        if status == "ok":
+            done[key] = value
+            report.rendered.append(value)
+        else:
+            failed[key] = value
+            report.skipped.append({"id": key, "reason": value})
+            stale = output_path(out, by_id[key])
+            stale.with_name(f".{stale.name}.tmp").unlink(missing_ok=True)
+        if on_progress:
+            on_progress(key, status)
+        if time.monotonic() - last_write[0] > 10.0:  # keep progress durable during long renders
+            write_manifest(out, works, done, failed, settings, selection)
+            last_write[0] = time.monotonic()
+
+    def finished_prefix() -> int | None:
+        """Length of the selection prefix that is finished and reaches max_hours, if there is one."""
+        if max_hours is None:
+            return None
+        total = 0.0
+        for position, work in enumerate(works):
+            if work.id in done:
+                total += done[work.id]["seconds"]
+            elif work.id not in failed:
+                return None
+            if total >= max_hours * 3600.0:
+                return position + 1
+        return None
+
+    tasks = [(w.id, render_work, (w, out, settings, fluidsynth)) for w in todo]
+    try:
+        run_limited(tasks, workers, time_limit, collect, should_stop=lambda: finished_prefix() is not None)
+        cut = finished_prefix()
+        if cut is not None:
+            kept = {w.id for w in works[:cut]}
+            works = works[:cut]
+            report.rendered = [e for e in report.rendered if e["id"] in kept]
+            report.reused = [e for e in report.reused if e["id"] in kept]
+            report.skipped = [e for e in report.skipped if e["id"] in kept]
+    finally:
+        write_manifest(out, works, done, failed, settings, selection)
+    report.seconds_wall = time.monotonic() - started
+    order = {w.id: i for i, w in enumerate(works)}
+    report.rendered.sort(key=lambda e: order[e["id"]])
+    report.skipped.sort(key=lambda e: order[e["id"]])
+    return report
+
+
+def report_dict(report: CorpusReport) -> dict[str, Any]:
+    return {
+        "out": str(report.out),
+        "works": len(report.works),
+        "rendered": len(report.rendered),
+        "reused": len(report.reused),
+        "skipped": report.skipped,
+        "hours": round(report.hours, 4),
+        "seconds_wall": round(report.seconds_wall, 1),
+    }
+
+
+__all__ = [
+    "APT_INSTALL",
+    "DEFAULT_COMPOSERS",
+    "CorpusError",
+    "CorpusReport",
+    "RenderSettings",
+    "Work",
+    "find_fluidsynth",
+    "find_soundfont",
+    "render_corpus",
+    "report_dict",
+    "run_limited",
+    "score_to_midi",
+    "select_works",
+]

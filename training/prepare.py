@@ -1,0 +1,325 @@
+"""Any folder of audio → fixed-size clips → normalised log-mels in a mel cache (`pdd-data prepare`).
+
+Every file is read to mono at the preset rate, cut into clips of the preset's length every `hop` seconds (the tail that does
+not fill a clip is dropped), near-silent clips are dropped, and the rest go through the runtime's `log_mel` — the one front end.
+Train and held-out are split by source file (seeded), so no piece has clips on both sides. One bad file never stops the run:
+it is skipped and listed with the reason. The cache is swapped in atomically (see cache.py); the same input, preset and
+parameters make the run a no-op; a cache of another preset is only replaced with `force`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pdd.runtime.audio import load_audio
+from pdd.runtime.config import AudioConfig
+from pdd.runtime.errors import AudioError, ConfigError
+from pdd.runtime.mel import log_mel
+from pdd.training.cache import DTYPES, INDEX_NAME, CacheError, CacheWriter, open_cache, read_index
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus")
+CORPUS_MANIFEST = "corpus.json"
+MEL_BATCH = 32  # clips per log_mel call: bounds memory for hour-long files
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    """How audio becomes clips; recorded in the cache index (a change rebuilds the cache)."""
+
+    hop_seconds: float | None = None  # None: one clip length (no overlap)
+    silence_db: float = -50.0  # clips with RMS below this (dBFS) are dropped
+    heldout_fraction: float = 0.1  # of source files
+    seed: int = 0
+    dtype: str = "float16"
+
+    def validate(self) -> None:
+        if self.hop_seconds is not None and not (math.isfinite(self.hop_seconds) and self.hop_seconds > 0):
+            raise ConfigError(f"--hop must be a positive number of seconds, got {self.hop_seconds}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ConfigError(f"--heldout must be a fraction in [0, 1), got {self.heldout_fraction}")
+        if not -200.0 <= self.silence_db <= 0.0:
+            raise ConfigError(f"--silence-db must be in -200..0 dBFS, got {self.silence_db}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    def hop_samples(self, config: AudioConfig) -> int:
+        """Clip hop in samples, rounded to whole STFT hops so clips of one file share a frame grid (random-shift crops)."""
+        if self.hop_seconds is None:
+            return config.clip_samples
+        frames = max(1, round(self.hop_seconds * config.sample_rate / config.hop_length))
+        return frames * config.hop_length
+
+
+@dataclass
+class PrepareReport:
+    out: Path
+    preset: str
+    files_found: int = 0
+    files_read: int = 0
+    skipped_files: list[dict[str, str]] = field(default_factory=list)  # {"file", "reason"}
+    clips_kept: int = 0
+    clips_dropped: dict[str, int] = field(default_factory=lambda: {"silent": 0})
+    silence_db: float = -50.0
+    hours_read: float = 0.0
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # split → {"files", "clips", "hours"}
+    seconds_wall: float = 0.0
+    up_to_date: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out"] = str(self.out)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PrepareReport":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["out"] = Path(known.get("out", "."))
+        return cls(**known)
+
+    def summary_line(self) -> str:
+        per_split = ", ".join(f"{s} {i['clips']} clips / {i['hours']:.2f} h" for s, i in self.splits.items())
+        return (
+            f"{self.files_read} of {self.files_found} files read ({self.hours_read:.2f} h), {len(self.skipped_files)} skipped; "
+            f"{self.clips_kept} clips kept, {self.clips_dropped['silent']} dropped as silent (< {self.silence_db:g} dBFS); "
+            f"{per_split}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Input discovery and split
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def find_audio_files(audio_dir: Path, exclude: Path | None = None) -> tuple[list[Path], list[str]]:
+    """Audio files under `audio_dir` (sorted, hidden files and `exclude` left out) and notes on what was filtered.
+
+    A rendered corpus folder (with corpus.json) contributes exactly the works its manifest lists.
+    """
+    notes: list[str] = []
+    manifest = audio_dir / CORPUS_MANIFEST
+    listed: set[str] | None = None
+    if manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text())
+            if isinstance(data, dict) and data.get("format") == "pdd-corpus/1":
+                listed = {w["file"] for w in data["works"]}
+                notes.append(f"corpus folder: using the {len(listed)} works listed in {CORPUS_MANIFEST}")
+        except (OSError, ValueError, KeyError, TypeError):
+            notes.append(f"{CORPUS_MANIFEST} is unreadable; using every audio file in the folder")
+    exclude = exclude.resolve() if exclude is not None else None
+    found = []
+    for root, dirs, files in os.walk(audio_dir):
+        root_path = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (exclude is None or (root_path / d).resolve() != exclude))
+        for name in sorted(files):
+            if name.startswith(".") or Path(name).suffix.lower() not in AUDIO_SUFFIXES:
+                continue
+            path = root_path / name
+            if listed is not None and path.relative_to(audio_dir).as_posix() not in listed:
+                continue
+            found.append(path)
+    found.sort(key=lambda p: p.relative_to(audio_dir).as_posix())
+    return found, notes
+
+
+def split_by_source(names: list[str], heldout_fraction: float, seed: int) -> dict[str, str]:
+    """Seeded split of source files: name → "train" | "heldout" (at least one held out when there are ≥ 2 files)."""
+    n = len(names)
+    n_heldout = int(round(heldout_fraction * n))
+    if heldout_fraction > 0 and n >= 2:
+        n_heldout = min(max(n_heldout, 1), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    heldout = {names[i] for i in order[:n_heldout]}
+    return {name: ("heldout" if name in heldout else "train") for name in names}
+
+
+def input_fingerprint(files: list[Path], audio_dir: Path, config: AudioConfig, params: PrepareParams) -> str:
+    """Hash of everything that decides the cache contents: preset, parameters, and every file's name, size and mtime."""
+    digest = hashlib.sha256()
+    digest.update(config.to_json().encode())
+    digest.update(json.dumps(asdict(params), sort_keys=True).encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(audio_dir).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Cache folder checks
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def existing_cache_state(out: Path, config: AudioConfig, force: bool) -> dict[str, Any] | None:
+    """The current index of `out` if it is a valid cache of the same preset; None if there is nothing (or --force).
+
+    Refuses (CacheError) a folder that is not a cache, a corrupt cache, or a cache of another preset, unless `force`.
+    """
+    if out.exists() and not out.is_dir():
+        raise CacheError(f"{out} exists and is not a folder")
+    if not out.is_dir():
+        return None
+    if not (out / INDEX_NAME).is_file():
+        if any(not item.name.startswith(".") for item in out.iterdir()):
+            raise CacheError(f"{out} is not empty and is not a mel cache; choose a new or empty --out folder")
+        return None
+    try:
+        index = read_index(out / INDEX_NAME)
+        open_cache(out)
+    except CacheError as exc:
+        if force:
+            return None
+        raise CacheError(f"{exc} (or pass --force)") from None
+    old = AudioConfig.from_dict(index["config"])
+    if old != config:
+        if force:
+            return None
+        raise CacheError(
+            f"{out} holds a cache of preset {old.name!r} ({_config_diff(old, config)}); "
+            f"pass --force to rebuild it as {config.name!r}, or choose another --out"
+        )
+    return index
+
+
+def _config_diff(old: AudioConfig, new: AudioConfig) -> str:
+    a, b = old.to_dict(), new.to_dict()
+    changed = [f"{k} {a[k]} → {b[k]}" for k in a if a[k] != b[k] and k != "name"]
+    return ", ".join(changed) if changed else "same settings, other name"
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".pdd-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CacheError(f"cannot write to {out}: {exc.strerror or exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def clip_rms_db(clips: np.ndarray) -> np.ndarray:
+    """(n,) RMS level of each clip in dBFS (a full-scale square wave is 0 dB)."""
+    power = np.mean(np.square(clips, dtype=np.float64), axis=-1)
+    return 10.0 * np.log10(np.maximum(power, 1e-20))
+
+
+def prepare_cache(
+    audio_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: AudioConfig,
+    params: PrepareParams = PrepareParams(),
+    force: bool = False,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> PrepareReport:
+    """Build (or confirm up to date) the mel cache `out` from `audio_dir`. See the module docstring."""
+    started = time.monotonic()
+    params.validate()
+    audio_dir, out = Path(audio_dir), Path(out)
+    if not audio_dir.is_dir():
+        raise AudioError(f"{audio_dir}: no such folder")
+    files, notes = find_audio_files(audio_dir, exclude=out)
+    if not files:
+        raise AudioError(f"no audio files ({' '.join(AUDIO_SUFFIXES)}) under {audio_dir}")
+    fingerprint = input_fingerprint(files, audio_dir, config, params)
+    index = existing_cache_state(out, config, force)
+    if index is not None and index.get("fingerprint") == fingerprint and not force:
+        report = PrepareReport.from_dict(index.get("report", {"out": str(out), "preset": config.name}))
+        report.out, report.up_to_date = out, True
+        return report
+    check_writable(out)
+
+    names = [p.relative_to(audio_dir).as_posix() for p in files]
+    assignment = split_by_source(names, params.heldout_fraction, params.seed)
+    report = PrepareReport(out=out, preset=config.name, files_found=len(files), silence_db=params.silence_db, notes=notes)
+    report.splits = {split: {"files": 0, "clips": 0, "hours": 0.0} for split in ("train", "heldout")}
+    hop = params.hop_samples(config)
+    with CacheWriter(out, config, dtype=params.dtype) as writer:
+        for split in ("train", "heldout"):
+            writer.open_split(split)
+        for position, (path, name) in enumerate(zip(files, names)):
+            if on_progress:
+                on_progress(position, len(files), name)
+            kept = _ingest_file(path, name, assignment[name], config, hop, params.silence_db, writer, report)
+            if kept:
+                report.splits[assignment[name]]["files"] += 1
+        if on_progress:
+            on_progress(len(files), len(files), "done")
+        for split, count in writer.counts().items():
+            report.splits[split]["clips"] = count
+            report.splits[split]["hours"] = round(count * config.clip_seconds / 3600.0, 4)
+        report.clips_kept = sum(writer.counts().values())
+        report.hours_read = round(report.hours_read, 4)
+        report.seconds_wall = round(time.monotonic() - started, 2)
+        if report.clips_kept == 0:
+            raise AudioError(f"no usable clips in {audio_dir} ({report.summary_line()}); nothing was written")
+        writer.commit(
+            {
+                "fingerprint": fingerprint,
+                "input": str(audio_dir.resolve()),
+                "params": {**asdict(params), "hop_samples": hop},
+                "split_by": "source file",
+                "report": report.to_dict(),
+            }
+        )
+    return report
+
+
+def _ingest_file(
+    path: Path, name: str, split: str, config: AudioConfig, hop: int, silence_db: float,
+    writer: CacheWriter, report: PrepareReport,
+) -> int:  # fmt: skip
+    """Read one file into the writer; on any problem record it in the report and return 0. Returns clips kept."""
+    try:
+        wave = load_audio(path, config.sample_rate)
+    except AudioError as exc:
+        report.skipped_files.append({"file": name, "reason": _reason(str(exc), path)})
+        return 0
+    except MemoryError:
+        report.skipped_files.append({"file": name, "reason": "too large to load into memory"})
+        return 0
+    report.files_read += 1
+    report.hours_read += wave.shape[0] / config.sample_rate / 3600.0
+    if not np.all(np.isfinite(wave)):
+        report.skipped_files.append({"file": name, "reason": "contains NaN/inf samples"})
+        return 0
+    if wave.shape[0] < config.clip_samples:
+        seconds = wave.shape[0] / config.sample_rate
+        report.skipped_files.append(
+            {"file": name, "reason": f"shorter than one clip ({seconds:.2f} s < {config.clip_seconds:.2f} s)"}
+        )
+        return 0
+    starts = np.arange(0, wave.shape[0] - config.clip_samples + 1, hop, dtype=np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(wave, config.clip_samples)
+    kept = 0
+    for first in range(0, starts.shape[0], MEL_BATCH):
+        batch_starts = starts[first : first + MEL_BATCH]
+        clips = np.ascontiguousarray(windows[batch_starts])
+        loud = clip_rms_db(clips) >= silence_db
+        report.clips_dropped["silent"] += int(np.count_nonzero(~loud))
+        if np.any(loud):
+            writer.add(split, log_mel(clips[loud], config), name, batch_starts[loud])
+            kept += int(np.count_nonzero(loud))
+    if kept == 0:
+        report.skipped_files.append({"file": name, "reason": f"every clip is below the silence threshold ({silence_db:g} dBFS)"})
+    return kept
+
+
+def _reason(message: str, path: Path) -> str:
+    """An AudioError message without the path prefix (the report already names the file)."""
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
