@@ -151,7 +151,8 @@ class OrtBackend(Backend):
         if batch < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch}")
         if batch != self.batch:
-            self._sessions.clear()
+            if self.device == "cuda":
+                self._sessions.clear()  # device buffers (and CUDA graphs) are sized for one batch; CPU sessions are not
             self.batch = batch
         for graph in graphs:
             if graph not in self._sessions:
