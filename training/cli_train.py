@@ -1,5 +1,82 @@
-"""`pdd-train` (placeholder until the teacher issue lands)."""
+"""`pdd-train`: train the v-diffusion teacher (1D U-Net) on a mel cache; resumable, and the same command runs under torchrun."""
 
-from pdd.runtime.cli_common import not_built_yet
+from __future__ import annotations
 
-main = not_built_yet("pdd-train", "the teacher issue")
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pdd.runtime.cli_common import make_app, user_errors
+from pdd.training.train import launch
+
+HELP = """Train the v-diffusion teacher (a 1D U-Net over packed mels) on a mel cache made by `pdd-data`.
+
+The run folder gets run.json, checkpoint.pt (the latest, written atomically; it is the teacher), log.jsonl, loss.png and
+previews/ (DDIM samples as WAV + spectrogram PNG). An existing folder is never overwritten: continue it with --resume or
+start over with --force.
+
+[bold]Examples[/bold]
+
+  pdd-train --data data/cache-paper --preset small --out runs/teacher-small --threads 2
+
+  pdd-train --out runs/teacher-small --resume
+
+  pdd-train --data data/cache-tiny --preset tiny --out runs/t --steps 200 --batch-size 8 --preview-every 100
+
+  torchrun --nproc-per-node 4 -m pdd.training.cli_train --data data/cache-paper --preset paper --out runs/p --batch-size 128
+"""
+
+app = make_app(HELP)
+
+
+@app.command(help=HELP)
+@user_errors
+def run(
+    out: Path = typer.Option(..., "--out", help="Run folder (created; refused if it holds files, unless --resume/--force)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Mel cache folder from `pdd-data` (required for a new run)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model preset: tiny, small (default) or paper."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimiser steps [default: 20000]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size [default: 16]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak AdamW learning rate [default: 2e-4]."),
+    min_lr_ratio: Optional[float] = typer.Option(None, "--min-lr-ratio", help="Cosine floor as a fraction of --lr [0.05]."),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warm-up steps [default: 500]."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay [default: 0.01]."),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Gradient-norm clip [default: 1.0]."),
+    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="EMA decay of the weights [default: 0.999]."),
+    weighting: Optional[str] = typer.Option(None, "--weighting", help="Loss weight: snr+1 (= v-MSE, default), truncated, snr."),
+    time_sampling: Optional[str] = typer.Option(
+        None, "--time-sampling", help="continuous (t ~ U(0,1), default) or grid1000 (t = k/1000)."
+    ),
+    random_shift: Optional[bool] = typer.Option(
+        None, "--random-shift/--no-random-shift", help="Random time offsets into the next clip [default: on]."
+    ),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of weights, data order and noise [default: 0]."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps per log line [default: 10]."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps per checkpoint [default: 500]."),
+    preview_every: Optional[int] = typer.Option(None, "--preview-every", help="Steps per audio preview, 0 = off [2000]."),
+    preview_clips: Optional[int] = typer.Option(None, "--preview-clips", help="Clips per preview [default: 2]."),
+    preview_steps: Optional[int] = typer.Option(None, "--preview-steps", help="DDIM steps per preview [default: 50]."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16, fp16."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Start over in an existing --out (removes only the run's own files)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (log lines still go to log.jsonl)."),
+) -> None:
+    given = dict(
+        data=str(data) if data is not None else None, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
+        min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+        ema_decay=ema_decay, weighting=weighting, time_sampling=time_sampling, random_shift=random_shift, seed=seed,
+        log_every=log_every, checkpoint_every=checkpoint_every, preview_every=preview_every, preview_clips=preview_clips,
+        preview_steps=preview_steps, precision=precision, device=device, threads=threads,
+    )
+    launch(out, given, resume=resume, force=force, progress=not no_progress)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

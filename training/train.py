@@ -1,0 +1,674 @@
+"""Teacher training: v-diffusion of the 1D U-Net on a mel cache, resumable, single process or torchrun/DDP (DESIGN §4, §5, §11, §12).
+
+A run folder holds everything about one run:
+
+    run.json        the training config, audio preset and model config (written when the run starts)
+    checkpoint.pt   the latest checkpoint (atomic; model, EMA, optimiser, scheduler, step, RNG states) — the teacher
+    log.jsonl       one JSON line per logged step (loss, lr, grad norm, it/s) plus events (checkpoint, preview, stop)
+    loss.png        the loss curve, redrawn at every checkpoint
+    previews/       step-NNNNNNN-i.wav / .png: DDIM samples of the EMA model through the runtime's Griffin-Lim
+
+Reproducibility: every random draw of step k (data shift, t, noise, dropout) comes from generators seeded by (seed, k, rank) and
+the data order from a DistributedSampler seeded by (seed, epoch), so a resumed run repeats an uninterrupted one's losses exactly
+on CPU, whatever happened in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from pdd.runtime.config import AudioConfig
+from pdd.runtime.errors import ConfigError, PddError
+from pdd.training.cache import open_cache
+from pdd.training.checkpoint import (
+    CheckpointError,
+    CheckpointInfo,
+    check_compatible,
+    checkpoint_info,
+    load_checkpoint,
+    make_checkpoint_state,
+    save_checkpoint,
+)
+from pdd.training.data import MelDataset
+from pdd.training.diffusion import TIME_SAMPLINGS, WEIGHTINGS, preview, sample_times, v_loss
+from pdd.training.ema import EMA, unwrap
+from pdd.training.unet1d import UNET_PRESETS, UNet1D, count_parameters, unet_config
+
+RUN_FORMAT = "pdd-run/1"
+RUN_FILE = "run.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+LOG_FILE = "log.jsonl"
+LOSS_PNG = "loss.png"
+PREVIEW_DIR = "previews"
+OUR_FILES = (RUN_FILE, CHECKPOINT_FILE, LOG_FILE, LOSS_PNG)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Settings a resumed run may change without changing what it learns; everything else must match the run folder.
+RESUME_MAY_CHANGE = frozenset(
+    {"data", "steps", "lr", "min_lr_ratio", "log_every", "checkpoint_every", "preview_every", "preview_clips", "preview_steps", "precision",
+     "device", "threads"}
+)
+
+
+class NonFiniteLoss(PddError):
+    """The loss or gradient became NaN/inf: the run stops and its last good checkpoint stays as it was."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a teacher run; saved in run.json and in every checkpoint."""
+
+    data: str
+    preset: str = "small"
+    steps: int = 20_000
+    batch_size: int = 16  # global: split evenly over torchrun processes
+    lr: float = 2e-4
+    min_lr_ratio: float = 0.05  # cosine decays to lr × this at the last step
+    warmup_steps: int = 500
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    weighting: str = "snr+1"
+    time_sampling: str = "continuous"
+    random_shift: bool = True
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    preview_every: int = 2000  # 0: no previews
+    preview_clips: int = 2
+    preview_steps: int = 50
+    precision: str = "auto"  # auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU
+    device: str = "auto"
+    threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's choice
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        problems = []
+        if self.preset not in UNET_PRESETS:
+            problems.append(f"unknown model preset {self.preset!r}; choose one of: {', '.join(UNET_PRESETS)}")
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "preview_clips", "preview_steps"):
+            if int(getattr(self, name)) < 1:
+                problems.append(f"{name.replace('_', '-')} must be >= 1")
+        if self.warmup_steps < 0 or self.preview_every < 0:
+            problems.append("warmup-steps and preview-every must be >= 0")
+        if self.log_every >= 1 and self.checkpoint_every % self.log_every:
+            problems.append(f"checkpoint-every ({self.checkpoint_every}) must be a multiple of log-every ({self.log_every})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append("lr must be a positive number")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            problems.append("min-lr-ratio must be in [0, 1]")
+        if self.weight_decay < 0 or self.grad_clip <= 0:
+            problems.append("weight-decay must be >= 0 and grad-clip > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append("ema-decay must be in [0, 1)")
+        if self.weighting not in WEIGHTINGS:
+            problems.append(f"weighting must be one of {', '.join(WEIGHTINGS)}")
+        if self.time_sampling not in TIME_SAMPLINGS:
+            problems.append(f"time-sampling must be one of {', '.join(TIME_SAMPLINGS)}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.threads is not None and self.threads < 1:
+            problems.append("threads must be >= 1")
+        if problems:
+            raise ConfigError("invalid training settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    last_loss: float | None
+    checkpoint: Path
+    log: Path
+    parameters: int
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The run folder
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: bool = False, force: bool = False) -> TrainConfig:
+    """The TrainConfig of the run in `out`: a new one from `given`, or (resume) the saved one with allowed changes applied.
+
+    A new run refuses a non-empty `out` unless `force`, which removes only the files a run writes (never anything else).
+    """
+    out = Path(out)
+    given = {k: v for k, v in given.items() if v is not None}
+    if resume and force:
+        raise ConfigError("--resume and --force contradict each other: resume continues the run, force starts it over")
+    if resume:
+        run_file = out / RUN_FILE
+        if not (out / CHECKPOINT_FILE).is_file() or not run_file.is_file():
+            raise CheckpointError(f"nothing to resume in {out}: it has no {CHECKPOINT_FILE} and {RUN_FILE}")
+        try:
+            saved = json.loads(run_file.read_text())
+            config = TrainConfig.from_dict(saved["train"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{run_file} is not a pdd run file ({exc})") from None
+        changed = {k: v for k, v in given.items() if getattr(config, k) != v}
+        refused = sorted(k for k in changed if k not in RESUME_MAY_CHANGE)
+        if refused:
+            details = ", ".join(f"--{k.replace('_', '-')} {changed[k]!r} (run has {getattr(config, k)!r})" for k in refused)
+            raise ConfigError(f"cannot resume {out} with different settings: {details}; start a new run instead")
+        return dataclasses.replace(config, **changed)
+
+    if "data" not in given:
+        raise ConfigError("--data CACHE is required for a new run")
+    config = TrainConfig(**given)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ConfigError(f"{out} already holds files; pass --resume to continue that run or --force to start over")
+        for name in OUR_FILES:
+            (out / name).unlink(missing_ok=True)
+        previews = out / PREVIEW_DIR
+        if previews.is_dir():
+            for item in previews.iterdir():
+                if item.is_file() and item.suffix in (".wav", ".png"):
+                    item.unlink()
+    return config
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a run log (a torn last line from a killed process is skipped)."""
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log lines after `step`: a resumed run rewrites the steps the killed one logged past its checkpoint."""
+    entries = [e for e in read_log(path) if int(e.get("step", 0)) <= step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    os.replace(tmp, path)
+
+
+def plot_loss(log_path: Path, png_path: Path) -> None:
+    """Loss per logged step (log scale) with a smoothed curve, written atomically."""
+    entries = [e for e in read_log(log_path) if "loss" in e and "event" not in e]
+    if not entries:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([e["step"] for e in entries])
+    loss = np.array([e["loss"] for e in entries])
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(steps, loss, lw=0.8, alpha=0.4, label="loss")
+    width = len(loss) // 20
+    if width > 1:
+        smooth = np.convolve(loss, np.ones(width) / width, mode="valid")
+        ax.plot(steps[width - 1 :], smooth, lw=1.5, label=f"mean of {width}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("v-loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, png_path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Distributed setup, devices, precision
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on CUDA, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} asked for, but torch sees no CUDA device; use --device cpu")
+    if name.split(":")[0] not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return name
+
+
+def resolve_precision(precision: str, device_kind: str) -> torch.dtype | None:
+    """The autocast dtype (None = fp32 throughout)."""
+    if precision == "auto":
+        if device_kind != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device_kind != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; on CPU use fp32 (or bf16)")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data order and randomness
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A well-mixed 63-bit seed for (run seed, step, rank)."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class BatchPlan:
+    """Which clips rank r trains on at step k: an endless stream of per-epoch DistributedSampler orders, cut into batches."""
+
+    def __init__(self, size: int, per_rank_batch: int, world: Dist, seed: int) -> None:
+        self.size = size
+        self.batch = per_rank_batch
+        self.sampler = DistributedSampler(range(size), num_replicas=world.world, rank=world.rank, shuffle=True, seed=seed)
+        self.per_epoch = len(self.sampler)
+        self._epochs: dict[int, list[int]] = {}
+
+    def _epoch(self, epoch: int) -> list[int]:
+        if epoch not in self._epochs:
+            self.sampler.set_epoch(epoch)
+            self._epochs = {e: v for e, v in self._epochs.items() if e >= epoch - 1}  # keep memory flat
+            self._epochs[epoch] = list(self.sampler)
+        return self._epochs[epoch]
+
+    def indices(self, step: int) -> list[int]:
+        start = step * self.batch
+        return [self._epoch(p // self.per_epoch)[p % self.per_epoch] for p in range(start, start + self.batch)]
+
+    def epoch_of(self, step: int) -> float:
+        return step * self.batch / self.per_epoch
+
+
+def rng_states(device_kind: str) -> dict[str, Any]:
+    """Global RNG states (torch, CUDA, numpy, python) in weights_only-loadable form."""
+    np_state = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": list(_flatten_python_state(random.getstate())),
+    }
+    if device_kind == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _flatten_python_state(state: tuple) -> Iterator[Any]:
+    version, internal, gauss = state
+    yield version
+    yield list(internal)
+    yield gauss
+
+
+def restore_rng_states(states: dict[str, Any] | None, device_kind: str) -> None:
+    if not states:
+        return
+    torch.set_rng_state(states["torch"])
+    kind, keys, *rest = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device_kind == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine from 1 down to `min_ratio` at `total`."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The loop
+
+
+class _Progress:
+    """rich progress on rank 0 (loss, it/s, ETA); a no-op elsewhere or when disabled."""
+
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        self.progress = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]} it/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=total, completed=start, loss="…", rate="…")
+
+    def update(self, step: int, loss: float, rate: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, loss=f"{loss:.4f}", rate=f"{rate:.2f}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _weights_checksum(model: nn.Module) -> list[float]:
+    """Two float64 sums over every parameter: equal across ranks iff DDP kept the replicas in step (to rounding)."""
+    with torch.no_grad():
+        total = sum(p.double().sum() for p in model.parameters())
+        absolute = sum(p.double().abs().sum() for p in model.parameters())
+    return [float(total), float(absolute)]
+
+
+def launch(out: str | os.PathLike[str], given: dict[str, Any], *, resume: bool = False, force: bool = False,
+           progress: bool = True) -> TrainResult:
+    """What `pdd-train` does: join torchrun's process group if there is one, settle the run folder on rank 0, train."""
+    device = given.get("device") or "auto"
+    world = init_distributed("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        if not world.enabled:
+            config = prepare_run(out, given, resume=resume, force=force)
+        else:
+            # Only rank 0 looks at (and may clean) the folder; the others take its answer, error included.
+            payload: list[Any] = [None]
+            if world.is_main:
+                try:
+                    payload = [(prepare_run(out, given, resume=resume, force=force).to_dict(), None)]
+                except PddError as exc:
+                    payload = [(None, str(exc))]
+            dist.broadcast_object_list(payload, src=0)
+            settings, error = payload[0]
+            if error is not None:
+                raise PddError(error)
+            config = TrainConfig.from_dict(settings)
+        return train(config, out, resume=resume, progress=progress)
+    finally:
+        if world.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(config: TrainConfig, out: str | os.PathLike[str], *, resume: bool = False, progress: bool = True,
+          console_print: bool = True) -> TrainResult:
+    """Train (or continue) the teacher of run folder `out` per `config` (see `prepare_run`). Works under torchrun too."""
+    out = Path(out)
+    device_name = resolve_device(config.device)
+    device_kind = device_name.split(":")[0]
+    joined_here = not dist.is_initialized()
+    world = init_distributed(device_kind)
+    try:
+        return _train(config, out, world, device_name, device_kind, resume, progress, console_print)
+    finally:
+        if joined_here and world.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device_kind: str, resume: bool,
+           progress: bool, console_print: bool) -> TrainResult:
+    if device_kind == "cuda" and world.enabled:
+        device_name = f"cuda:{world.local_rank}"
+        torch.cuda.set_device(device_name)
+    device = torch.device(device_name)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    amp_dtype = resolve_precision(config.precision, device_kind)
+    if config.batch_size % world.world:
+        raise ConfigError(f"batch size {config.batch_size} does not split over {world.world} processes")
+    per_rank_batch = config.batch_size // world.world
+
+    cache = open_cache(config.data)
+    audio: AudioConfig = cache.config
+    model_config = unet_config(config.preset, audio)
+    dataset = MelDataset(cache, split="train", random_shift=config.random_shift)
+    if len(dataset) == 0:
+        raise ConfigError(f"{config.data} has no training clips")
+
+    torch.manual_seed(config.seed)  # the initial weights: the same on every rank
+    model = UNet1D(model_config).to(device)
+    ema = EMA(model, decay=config.ema_decay)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.dim() <= 1 else decay).append(param)  # no weight decay on norms and biases
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.999),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps, config.min_lr_ratio)
+    )
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    checkpoint_path = out / CHECKPOINT_FILE
+    log_path = out / LOG_FILE
+    start_step = 0
+    if resume:
+        state = load_checkpoint(checkpoint_path)
+        info = checkpoint_info(state)
+        if info.kind != "teacher":
+            raise CheckpointError(f"{checkpoint_path} is a {info.kind} checkpoint; pdd-train resumes teachers only")
+        check_compatible(info, audio, model_config, what=str(checkpoint_path))
+        model.load_state_dict(state["model"])
+        if state.get("ema") is not None:
+            ema.load(state["ema"], state.get("ema_meta"))
+        if state.get("optimizer") is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        # A resumed run may change --lr/--steps: re-derive every group's lr from this run's schedule at the saved step
+        # (with unchanged settings this reproduces the stored values exactly).
+        scheduler.base_lrs = [config.lr for _ in scheduler.base_lrs]
+        for group in optimizer.param_groups:
+            group["initial_lr"] = config.lr
+            group["lr"] = config.lr * lr_factor(scheduler.last_epoch, config.warmup_steps, config.steps,
+                                                config.min_lr_ratio)
+        if scaler is not None and state.get("extra", {}).get("grad_scaler"):
+            scaler.load_state_dict(state["extra"]["grad_scaler"])
+        restore_rng_states(state.get("rng"), device_kind)
+        start_step = info.train_step
+        if start_step >= config.steps:
+            raise ConfigError(f"{out} is already at step {start_step} of {config.steps}; pass a larger --steps to go on")
+
+    lineage_entry = {"kind": "teacher", "model": config.preset, "data": str(config.data), "train_clips": len(dataset),
+                     "train_hours": round(cache.hours("train"), 4), "parameters": count_parameters(model)}
+
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / RUN_FILE, {"format": RUN_FORMAT, "train": config.to_dict(), "audio": audio.to_dict(),
+                                           "model": model_config.to_dict(), "parameters": count_parameters(model)})
+        if resume:
+            truncate_log(log_path, start_step)
+    train_model: nn.Module = model
+    if world.enabled:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device_kind == "cuda" else None)
+
+    plan = BatchPlan(len(dataset), per_rank_batch, world, config.seed)
+    last_good = start_step if resume else None
+
+    def log_line(entry: dict[str, Any]) -> None:
+        if world.is_main:
+            with log_path.open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+    def write_checkpoint(step: int) -> None:
+        nonlocal last_good
+        if world.is_main:
+            info = CheckpointInfo(kind="teacher", audio=audio, model=model_config, steps=None,
+                                  lineage=[dict(lineage_entry, train_step=step)], train_step=step)
+            extra = {"train_config": config.to_dict(), "world_size": world.world,
+                     "grad_scaler": scaler.state_dict() if scaler is not None else None}
+            state = make_checkpoint_state(model, info, ema=ema, optimizer=optimizer, scheduler=scheduler,
+                                          rng=rng_states(device_kind), extra=extra)
+            save_checkpoint(checkpoint_path, state)
+            log_line({"event": "checkpoint", "step": step, "path": str(checkpoint_path)})
+            plot_loss(log_path, out / LOSS_PNG)
+        last_good = step
+
+    def write_preview(step: int) -> None:
+        if world.is_main:
+            rng = torch.get_rng_state()
+            summary = preview(ema.model, audio, out / PREVIEW_DIR, f"step-{step:07d}", clips=config.preview_clips,
+                              steps=config.preview_steps, seed=config.seed, device=device, overwrite=True)
+            torch.set_rng_state(rng)
+            log_line({"event": "preview", "step": step, **summary})
+
+    if world.is_main and console_print:
+        where = f"{world.world} processes" if world.enabled else device_name
+        print(f"pdd-train: model {config.preset} ({count_parameters(model) / 1e6:.2f} M params) on {len(dataset)} clips "
+              f"({audio.name} preset, packed {audio.packed_shape[0]}×{audio.packed_shape[1]}), batch {config.batch_size}, "
+              f"{where}, {'fp32' if amp_dtype is None else str(amp_dtype).replace('torch.', '')}; "
+              f"steps {start_step}→{config.steps}; run folder {out}")
+
+    bar = _Progress(progress and world.is_main, config.steps, start_step)
+    interval_losses: list[float] = []
+    interval_start = time.perf_counter()
+    last_loss: float | None = None
+    grad_norm = torch.tensor(0.0)
+    train_model.train()
+    try:
+        for step in range(start_step, config.steps):
+            seed = step_seed(config.seed, step, world.rank)
+            torch.manual_seed(seed)  # dropout and random shifts of this step, whatever ran before
+            generator = torch.Generator().manual_seed(seed)
+            x0 = torch.stack([dataset[i] for i in plan.indices(step)]).to(device, non_blocking=True)
+            t = sample_times(x0.shape[0], generator, config.time_sampling).to(device)
+            noise = torch.randn(x0.shape, generator=generator).to(device)
+
+            autocast = torch.autocast(device_kind, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+            with autocast:
+                loss = v_loss(train_model, x0, t, noise, config.weighting)
+            loss_value = loss.detach().float()
+            if world.enabled:
+                dist.all_reduce(loss_value)
+                loss_value /= world.world
+            value = float(loss_value)
+            if not math.isfinite(value):
+                raise _non_finite("loss", value, step + 1, last_good, checkpoint_path, config)
+
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)  # skips the step itself when fp16 gradients overflowed
+                scaler.update()
+            else:
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                if not torch.isfinite(grad_norm):
+                    raise _non_finite("gradient norm", float(grad_norm), step + 1, last_good, checkpoint_path, config)
+                optimizer.step()
+            scheduler.step()
+            ema.update(model)
+
+            done = step + 1
+            last_loss = value
+            interval_losses.append(value)
+            if done % config.log_every == 0 or done == config.steps:
+                elapsed = time.perf_counter() - interval_start
+                rate = len(interval_losses) / elapsed if elapsed > 0 else 0.0
+                log_line({"step": done, "loss": float(np.mean(interval_losses)), "loss_last": value,
+                          "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), "it_s": round(rate, 3),
+                          "epoch": round(plan.epoch_of(done), 3), "time": round(time.time(), 3)})
+                bar.update(done, float(np.mean(interval_losses)), rate)
+                interval_losses, interval_start = [], time.perf_counter()
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                write_checkpoint(done)
+            if config.preview_every and (done % config.preview_every == 0 or done == config.steps):
+                write_preview(done)
+    except NonFiniteLoss as exc:
+        log_line({"event": "stopped", "step": step + 1, "reason": str(exc)})
+        raise
+    finally:
+        bar.close()
+
+    if world.enabled:
+        checksums = _weights_checksum(model)
+        gathered: list[Any] = [None] * world.world
+        dist.all_gather_object(gathered, checksums)
+        agree = all(c == gathered[0] for c in gathered)
+        log_line({"event": "ddp_check", "step": config.steps, "checksums": gathered, "agree": agree})
+        if not agree:
+            raise PddError(f"DDP replicas drifted apart: weight checksums {gathered}")
+        dist.barrier()
+    if world.is_main and console_print:
+        print(f"pdd-train: done at step {config.steps}, loss {last_loss:.4f}; teacher checkpoint {checkpoint_path}")
+    return TrainResult(step=config.steps, last_loss=last_loss, checkpoint=checkpoint_path, log=log_path,
+                       parameters=count_parameters(model))
+
+
+def _non_finite(what: str, value: float, step: int, last_good: int | None, checkpoint: Path,
+                config: TrainConfig) -> NonFiniteLoss:
+    if last_good is not None:
+        kept = f"the last good checkpoint {checkpoint} (step {last_good}) is kept"
+        hint = "continue with --resume and a lower --lr"
+    else:
+        kept = "no checkpoint had been written yet"
+        hint = "start over with --force and a lower --lr"
+    if config.device != "cpu" and torch.cuda.is_available():
+        hint += " or --precision fp32"
+    return NonFiniteLoss(f"{what} became {value} at step {step}; training stopped, {kept}; {hint}")
