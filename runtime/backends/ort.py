@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -187,10 +188,13 @@ class OrtBackend(Backend):
     def _create(self, path: Path, spec: GraphSpec, batch: int, cuda_graph: bool) -> Any:
         providers = self.provider_options(spec, batch, cuda_graph)
         try:
-            return self._ort.InferenceSession(
-                str(path), self.session_options(), providers=[p for p, _ in providers],
-                provider_options=[o for _, o in providers],
-            )
+            with warnings.catch_warnings():
+                # "Specified provider ... is not in available provider names": we check session.get_providers() below.
+                warnings.filterwarnings("ignore", message="Specified provider", category=UserWarning)
+                return self._ort.InferenceSession(
+                    str(path), self.session_options(), providers=[p for p, _ in providers],
+                    provider_options=[o for _, o in providers],
+                )
         except Exception as exc:
             if any(p in GPU_EPS for p, _ in providers) and not cuda_graph and self.requested_device == "auto":
                 # A GPU provider that lists itself but cannot start (onnxruntime-gpu on a machine without CUDA): use the CPU.

@@ -1,0 +1,242 @@
+"""Backends: onnxruntime on the CPU end to end; provider choice, caches, TensorRT plan keys and every 'not installed'
+path at their boundaries; the GPU paths themselves behind the `gpu` marker."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pdd.runtime.backends import backend_problem, create_backend, physical_cores
+from pdd.runtime.backends.ort import CPU_EP, CUDA_EP, TRT_EP, OrtBackend, choose_providers, writable_cache
+from pdd.runtime.backends.trt import find_plan, import_problem
+from pdd.runtime.bundle import load_bundle, sha256_file
+from pdd.runtime.errors import BackendUnavailable, ConfigError
+from pdd.runtime.generate import verify
+from pdd.runtime.sampler import Sampler, SamplerSettings, initial_noise
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle_dir: Path):
+    return load_bundle(tiny_bundle_dir)
+
+
+def _no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+
+
+# -- onnxruntime on the CPU -------------------------------------------------------------------------------------------
+
+
+def test_ort_cpu_matches_golden_for_every_graph(bundle) -> None:
+    with create_backend("ort", bundle, device="cpu") as backend:
+        assert backend.name == "ort" and backend.device == "cpu"
+        checks = verify(bundle, backend)
+        assert {(c.graph, c.tensor) for c in checks} == {("denoiser", "v"), ("sampler", "x0"), ("vocoder", "waveform")}
+        assert all(c.max_abs_error < 1e-5 for c in checks), checks
+        assert "CPU" in backend.describe() and f"{backend.threads} threads" in backend.describe()
+
+
+def test_ort_session_options_are_deliberate(bundle) -> None:
+    import onnxruntime as ort
+
+    backend = OrtBackend(bundle, device="cpu", threads=3)
+    options = backend.session_options()
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
+    assert options.enable_cpu_mem_arena and options.enable_mem_pattern
+
+
+def test_ort_run_needs_prepare_and_batch_changes_work(bundle, tiny_reference) -> None:
+    backend = OrtBackend(bundle, device="cpu")
+    z = initial_noise(0, 3, bundle.packed_shape)
+    with pytest.raises(ConfigError, match="was not prepared"):
+        backend.run("sampler", {"z_1": z})
+    backend.prepare(["sampler"], 1)
+    backend.prepare(["sampler"], 3)
+    np.testing.assert_allclose(backend.run("sampler", {"z_1": z})["x0"], tiny_reference.sampler(z), atol=1e-5)
+    with pytest.raises(ConfigError, match="batch size must be >= 1"):
+        backend.prepare(["sampler"], 0)
+    with pytest.raises(ConfigError, match="has no input 'z'"):
+        backend.run("sampler", {"z": z})
+
+
+def test_provider_choice() -> None:
+    assert choose_providers([TRT_EP, CUDA_EP, CPU_EP], "cpu") == [CPU_EP]
+    assert choose_providers(["AzureExecutionProvider", CUDA_EP, TRT_EP, CPU_EP], "auto") == [TRT_EP, CUDA_EP, CPU_EP]
+    assert choose_providers(["AzureExecutionProvider", CPU_EP], "auto") == [CPU_EP]
+    with pytest.raises(BackendUnavailable, match="install onnxruntime-gpu"):
+        choose_providers([CPU_EP], "cuda")
+
+
+def test_gpu_provider_options_and_trt_ep_cache_in_the_bundle(tiny_bundle_copy: Path) -> None:
+    bundle = load_bundle(tiny_bundle_copy)
+    backend = OrtBackend(bundle, providers=[TRT_EP, CUDA_EP, CPU_EP])
+    assert backend.device == "cuda"
+    options = dict(backend.provider_options(bundle.graph("sampler"), batch=4, cuda_graph=True))
+    trt = options[TRT_EP]
+    assert Path(trt["trt_engine_cache_path"]) == tiny_bundle_copy / "trt" / "ort-ep-fp32"
+    assert trt["trt_engine_cache_enable"] and trt["trt_timing_cache_enable"] and not trt["trt_fp16_enable"]
+    assert trt["trt_profile_min_shapes"] == "z_1:1x96x32" and trt["trt_profile_max_shapes"] == "z_1:4x96x32"
+    assert options[CUDA_EP]["enable_cuda_graph"] and options[CUDA_EP]["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+    vocoder = dict(backend.provider_options(bundle.graph("vocoder"), batch=2, cuda_graph=False))[TRT_EP]
+    assert vocoder["trt_profile_opt_shapes"] == "x0:2x96x32,phase0:2x257x96"
+
+
+def test_listed_but_unloadable_gpu_provider_falls_back_to_cpu(bundle, tiny_reference) -> None:
+    """onnxruntime-gpu on a machine without CUDA lists the providers, then cannot start them (DESIGN §2)."""
+    if CUDA_EP in __import__("onnxruntime").get_available_providers():
+        pytest.skip("this onnxruntime really has CUDA")
+    backend = OrtBackend(bundle, providers=[CUDA_EP, CPU_EP])
+    backend.prepare(["sampler"], 2)
+    assert backend.device == "cpu"
+    z = initial_noise(1, 2, bundle.packed_shape)
+    np.testing.assert_allclose(backend.run("sampler", {"z_1": z})["x0"], tiny_reference.sampler(z), atol=1e-5)
+    strict = OrtBackend(bundle, device="cuda", providers=[CUDA_EP, CPU_EP])
+    with pytest.raises(BackendUnavailable, match="could not start its CUDA provider"):
+        strict.prepare(["sampler"], 2)
+
+
+def test_cache_falls_back_to_the_user_cache_when_the_bundle_is_read_only(
+    tiny_bundle_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = load_bundle(tiny_bundle_copy)
+    (tiny_bundle_copy / "trt").write_text("a file where the folder should be")
+    monkeypatch.setenv("PDD_CACHE", str(tmp_path / "cache"))
+    cache = writable_cache(bundle, "ort-ep-fp32")
+    assert cache.is_dir() and cache.is_relative_to(tmp_path / "cache") and bundle.hash[:16] in str(cache)
+
+
+def test_physical_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PDD_THREADS", raising=False)
+    assert 1 <= physical_cores() <= (os.cpu_count() or 1)
+    monkeypatch.setenv("PDD_THREADS", "3")
+    assert physical_cores() == 3
+    monkeypatch.setenv("PDD_THREADS", "many")
+    with pytest.raises(ConfigError, match="PDD_THREADS"):
+        physical_cores()
+
+
+# -- choosing backends, and the ones that are not installed ----------------------------------------------------------
+
+
+def test_unknown_names(bundle) -> None:
+    with pytest.raises(ConfigError, match="unknown backend 'onnx'"):
+        create_backend("onnx", bundle)
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        create_backend("ort", bundle, device="tpu")
+
+
+def test_trt_not_installed_is_one_line_naming_the_package(bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_tensorrt(monkeypatch)
+    assert "pip install 'pdd[trt]'" in import_problem()
+    with pytest.raises(BackendUnavailable, match=r"needs TensorRT: pip install 'pdd\[trt\]'") as info:
+        create_backend("trt", bundle)
+    assert "\n" not in str(info.value)
+    assert create_backend("auto", bundle).name == "ort"  # auto: the fastest *present*
+
+
+def test_ort_not_installed(bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert "pip install 'pdd[cpu]'" in backend_problem("ort")
+    with pytest.raises(BackendUnavailable, match="needs onnxruntime"):
+        create_backend("ort", bundle)
+
+
+def _fake_gpu_stack(monkeypatch: pytest.MonkeyPatch, *, trt_version: str = "10.3.0", gpus: int = 0) -> None:
+    """Importable stand-ins for tensorrt and cuda-python (cuda.bindings.runtime) reporting `gpus` devices."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = trt_version
+    trt.Runtime = object
+    codes = types.SimpleNamespace(cudaSuccess=0, cudaErrorNoDevice=100)
+    runtime = types.ModuleType("cuda.bindings.runtime")
+    runtime.cudaError_t = codes
+    runtime.cudaGetDeviceCount = lambda: (codes.cudaSuccess, gpus) if gpus else (codes.cudaErrorNoDevice, 0)
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = runtime
+    cuda = types.ModuleType("cuda")
+    cuda.bindings = bindings
+    for name, module in {"tensorrt": trt, "cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": runtime}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_trt_without_a_gpu_or_with_an_old_tensorrt(bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_gpu_stack(monkeypatch)
+    assert import_problem() is None
+    with pytest.raises(BackendUnavailable, match="found no CUDA GPU"):
+        create_backend("trt", bundle)
+    assert create_backend("auto", bundle).name == "ort"
+    with pytest.raises(ConfigError, match="GPU only"):
+        create_backend("trt", bundle, device="cpu")
+    _fake_gpu_stack(monkeypatch, trt_version="8.6.1")
+    with pytest.raises(BackendUnavailable, match="TensorRT 10 or newer"):
+        create_backend("trt", bundle)
+
+
+def test_plan_lookup_refuses_stale_plans(tiny_bundle_copy: Path) -> None:
+    bundle = load_bundle(tiny_bundle_copy)
+    key = "Fake_GPU-10.3.0-fp32"
+    plan = tiny_bundle_copy / "trt" / key / "sampler.plan"
+    plan.parent.mkdir(parents=True)
+    plan.write_bytes(b"not really a plan")
+
+    def write(source: str, sha: str, batch_max: int = 4) -> None:
+        entry = {"file": f"trt/{key}/sampler.plan", "sha256": sha, "source_sha256": source,
+                 "batch": {"min": 1, "opt": batch_max, "max": batch_max}}
+        (plan.parent / "plans.json").write_text(json.dumps({"graphs": {"sampler": entry}}))
+
+    current = bundle.file_sha256("sampler.onnx")
+    write(current, sha256_file(plan))
+    assert find_plan(bundle, key, "sampler", 4) == plan
+    assert find_plan(bundle, key, "sampler", 5) is None  # outside the plan's batch range
+    assert find_plan(bundle, key, "vocoder", 1) is None
+    write("0" * 64, sha256_file(plan))
+    assert find_plan(bundle, key, "sampler", 1) is None  # built from another sampler.onnx: stale
+    write(current, "0" * 64)
+    assert find_plan(bundle, key, "sampler", 1) is None  # plan file damaged
+
+
+# -- GPU ----------------------------------------------------------------------------------------------------------------
+
+
+def _cpu_reference(bundle, seed: int) -> np.ndarray:
+    with create_backend("ort", bundle, device="cpu") as cpu:
+        return Sampler(bundle, cpu, SamplerSettings(vocoder="graph"), batch=2)(initial_noise(seed, 2, bundle.packed_shape))
+
+
+@pytest.mark.gpu
+def test_ort_cuda_golden_device_chain_and_cross_backend_audio(tiny_bundle_copy: Path) -> None:
+    bundle = load_bundle(tiny_bundle_copy)
+    backend = create_backend("ort", bundle, device="cuda")
+    assert backend.device == "cuda"
+    assert all(c.ok for c in verify(bundle, backend))
+    sampler = Sampler(bundle, backend, SamplerSettings(), batch=2)
+    assert sampler.vocoder == "graph"
+    x0 = sampler.sample_x0(initial_noise(3, 2, bundle.packed_shape))
+    assert not isinstance(x0, np.ndarray)  # an OrtValue on the device
+    wave = sampler(initial_noise(3, 2, bundle.packed_shape))
+    np.testing.assert_allclose(wave, _cpu_reference(bundle, 3), atol=1e-4)
+    backend.close()
+
+
+@pytest.mark.gpu
+def test_trt_builds_keyed_plans_and_matches_the_cpu(tiny_bundle_copy: Path) -> None:
+    pytest.importorskip("tensorrt")
+    from pdd.runtime.backends.trt import TrtBackend
+
+    bundle = load_bundle(tiny_bundle_copy)
+    backend = create_backend("trt", bundle)
+    assert isinstance(backend, TrtBackend)
+    assert all(c.ok for c in verify(bundle, backend))
+    wave = Sampler(bundle, backend, SamplerSettings(), batch=2)(initial_noise(3, 2, bundle.packed_shape))
+    np.testing.assert_allclose(wave, _cpu_reference(bundle, 3), atol=1e-4)
+    sidecar = tiny_bundle_copy / "trt" / backend.key / "plans.json"
+    plans = json.loads(sidecar.read_text())
+    assert plans["graphs"]["sampler"]["source_sha256"] == bundle.file_sha256("sampler.onnx")
+    backend.close()
+    assert create_backend("auto", bundle).name == "trt"  # plans exist now: auto takes the fastest
