@@ -79,6 +79,8 @@ class RunOptions:
     out: Path = Path("out")
     plot: bool = False
     overwrite: bool = False
+    seamless: int = 1  # clips joined per file
+    crossfade: float = 0.5  # seconds, between joined clips
 
 
 @dataclass
@@ -106,6 +108,8 @@ def check_options(options: RunOptions) -> None:
         raise ConfigError(f"--batch-size must be >= 1, got {options.batch_size}")
     if options.steps is not None and options.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {options.steps}")
+    if options.seamless < 1:
+        raise ConfigError(f"--seamless must be >= 1 (clips per file), got {options.seamless}")
     if options.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {options.seed}")
     if options.format not in WRITE_FORMATS:
@@ -152,13 +156,19 @@ def generate(
     progress: Callable[[int, int], None] | None = None,
     bundle: Bundle | None = None,
 ) -> list[ClipResult]:
-    """Generate `options.n` clips to files; returns what was written. `progress(done, total)` is called per batch."""
+    """Generate `options.n` files; returns what was written. `progress(done, total)` is called per batch.
+
+    With `seamless` K > 1 every file joins K consecutive clips of the noise stream with an equal-power crossfade of
+    `crossfade` seconds (independent clips, so this is a smooth medley rather than one continuous piece).
+    """
     started = time.perf_counter()
     check_options(options)
     if bundle is None:
         bundle = load_bundle(resolve_engine(options.engine), check_graphs=False)  # the backend checks the I/O it opens
+    overlap = crossfade_samples(options, bundle)
     all_paths = prepare_out_dir(options)
-    batch = options.batch_size or min(options.n, DEFAULT_BATCH)
+    total_clips = options.n * options.seamless
+    batch = options.batch_size or min(total_clips, DEFAULT_BATCH)
     settings = SamplerSettings(mode=options.mode, steps=options.steps, vocoder=options.vocoder, gl_iters=options.gl_iters)
 
     with open_backend(bundle, options.backend, options.device) as backend:
@@ -166,36 +176,69 @@ def generate(
         setup_ms = (time.perf_counter() - started) * 1e3
         noise = NoiseStream(options.seed, bundle.packed_shape)
         results: list[ClipResult] = []
-        n_batches = math.ceil(options.n / batch)
-        for b in range(n_batches):
-            first = b * batch
-            count = min(batch, options.n - first)
-            # Always a full batch (fixed shapes for CUDA graphs / plans); the extra clips' noise is drawn and dropped.
-            z1 = noise.take(batch)
-            before = sampler.timings.per_batch_ms[:]
-            waves = sampler(z1)
-            batch_ms = sampler.timings.per_batch_ms[len(before)]
-            for j in range(count):
-                index = first + j
-                results.append(_write_clip(options, bundle, backend, sampler, all_paths[index], index, waves[j], batch_ms, setup_ms))
+        pending: list[np.ndarray] = []
+        pending_ms = 0.0
+        done = 0
+        while done < total_clips:
+            # Always a full batch (fixed shapes for CUDA graphs / plans); surplus clips' noise is drawn and dropped.
+            waves = sampler(noise.take(batch))
+            clip_ms = sampler.timings.per_batch_ms[-1] / batch
+            for wave in waves[: total_clips - done]:
+                pending.append(wave)
+                pending_ms += clip_ms
+                done += 1
+                if len(pending) == options.seamless:
+                    index = len(results)
+                    joined = crossfade_join(pending, overlap)
+                    results.append(_write_clip(options, bundle, backend, sampler, all_paths[index], index, joined, pending_ms, setup_ms))
+                    pending, pending_ms = [], 0.0
             if progress:
-                progress(min(first + count, options.n), options.n)
+                progress(done, total_clips)
     return results
+
+
+def crossfade_samples(options: RunOptions, bundle: Bundle) -> int:
+    """--crossfade in samples, checked against the clip length (0 when files hold single clips)."""
+    if options.seamless == 1:
+        return 0
+    overlap = int(round(options.crossfade * bundle.audio.sample_rate))
+    if not 0 <= overlap < bundle.audio.clip_samples // 2:
+        limit = bundle.audio.clip_samples / 2 / bundle.audio.sample_rate
+        raise ConfigError(f"--crossfade must be in [0, {limit:.2f}) seconds for this engine's clips, got {options.crossfade}")
+    return overlap
+
+
+def crossfade_join(waves: list[np.ndarray], overlap: int) -> np.ndarray:
+    """Concatenate clips, overlapping neighbours by `overlap` samples with an equal-power (cos/sin) crossfade."""
+    if len(waves) == 1 or overlap == 0:
+        return np.concatenate(waves).astype(np.float32, copy=False)
+    ramp = np.linspace(0.0, np.pi / 2, overlap, dtype=np.float64)
+    fade_out, fade_in = np.cos(ramp).astype(np.float32), np.sin(ramp).astype(np.float32)
+    out = np.asarray(waves[0], dtype=np.float32)
+    for wave in waves[1:]:
+        wave = np.asarray(wave, dtype=np.float32)
+        mixed = out[-overlap:] * fade_out + wave[:overlap] * fade_in
+        out = np.concatenate([out[:-overlap], mixed, wave[overlap:]])
+    return out
 
 
 def _write_clip(
     options: RunOptions, bundle: Bundle, backend: Backend, sampler: Sampler, paths: dict[str, Path], index: int,
-    wave: np.ndarray, batch_ms: float, setup_ms: float,
+    wave: np.ndarray, generate_ms: float, setup_ms: float,
 ) -> ClipResult:
     write_start = time.perf_counter()
     audio = write_audio(paths["audio"], wave, bundle.audio.sample_rate, subtype=options.subtype, overwrite=options.overwrite)
     plot = _write_plot(paths["plot"], wave, bundle, options.overwrite) if "plot" in paths else None
+    first_clip = index * options.seamless
     meta = {
         "pdd_version": __version__,
         "engine": {"name": bundle.name, "manifest_sha256": bundle.hash, "path": str(bundle.path), "precision": bundle.precision},
         "seed": options.seed,
         "index": index,
-        "noise": f"numpy Generator({options.seed}).standard_normal, clip {index} of the stream",
+        "noise": f"numpy Generator({options.seed}).standard_normal, clips {first_clip}..{first_clip + options.seamless - 1} "
+                 "of the stream",
+        "clips": options.seamless,
+        "crossfade_s": options.crossfade if options.seamless > 1 else 0.0,
         "steps": sampler.steps,
         "mode": sampler.mode,
         "backend": backend.name,
@@ -211,8 +254,7 @@ def _write_clip(
         "audio_file": audio.name,
         "timings_ms": {
             "setup": round(setup_ms, 3),
-            "batch": round(batch_ms, 3),
-            "per_clip": round(batch_ms / sampler.batch, 3),
+            "generate": round(generate_ms, 3),  # this file's share of its batches (noise → waveform)
             "write": round((time.perf_counter() - write_start) * 1e3, 3),
         },
     }
@@ -309,5 +351,5 @@ def verify(bundle: Bundle, backend: Backend, tolerance: float | None = None) -> 
 
 __all__ = [
     "RunOptions", "ClipResult", "GoldenCheck", "generate", "verify", "default_engine_dir", "resolve_engine", "check_options",
-    "prepare_out_dir", "write_json",
+    "prepare_out_dir", "write_json", "crossfade_join",
 ]

@@ -54,7 +54,7 @@ def test_generates_wavs_of_the_right_length_and_rate_with_sidecars(tiny_bundle_d
         assert meta["engine"] == {"name": "tiny-test", "manifest_sha256": bundle.hash, "path": str(tiny_bundle_dir),
                                   "precision": "fp32"}
         assert (meta["seed"], meta["index"], meta["steps"], meta["mode"], meta["backend"]) == (11, i, 4, mode, "ort")
-        assert meta["timings_ms"]["batch"] > 0 and meta["batch_size"] == 2
+        assert meta["timings_ms"]["generate"] > 0 and meta["timings_ms"]["setup"] > 0 and meta["batch_size"] == 2
     assert sorted(p.name for p in out.iterdir()) == sorted(f"pdd-11-{i}.{ext}" for i in range(3) for ext in ("wav", "json"))
     assert "wrote 3 clip(s)" in result.output
 
@@ -69,6 +69,37 @@ def test_seed_reproduces_and_modes_agree(tiny_bundle_dir: Path, tmp_path: Path) 
     np.testing.assert_array_equal(first, audio("b"))
     np.testing.assert_allclose(audio("c", "--mode", "loop", "--batch-size", 1), first, atol=1e-4)
     assert not np.allclose(audio("d", seed=1), first)
+
+
+def test_seamless_joins_consecutive_clips_with_a_crossfade(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    clip = load_bundle(tiny_bundle_dir).audio.clip_samples
+    singles = tmp_path / "singles"
+    assert pdd_run("--engine", tiny_bundle_dir, "-n", 3, "--float", "--out", singles).exit_code == 0
+    joined = tmp_path / "joined"
+    result = pdd_run("--engine", tiny_bundle_dir, "-n", 1, "--seamless", 3, "--crossfade", 0.1, "--float", "-b", 2, "--out", joined)
+    assert result.exit_code == 0, result.output
+    wave, rate = sf.read(str(joined / "pdd-0-0.wav"), dtype="float32")
+    overlap = int(0.1 * rate)
+    assert wave.shape == (3 * clip - 2 * overlap,)
+    parts = [sf.read(str(singles / f"pdd-0-{i}.wav"), dtype="float32")[0] for i in range(3)]
+    np.testing.assert_allclose(wave[: clip - overlap], parts[0][: clip - overlap], atol=1e-5)  # clip 0 untouched
+    np.testing.assert_allclose(wave[clip: 2 * clip - 2 * overlap], parts[1][overlap: clip - overlap], atol=1e-5)
+    meta = json.loads((joined / "pdd-0-0.json").read_text())
+    assert (meta["clips"], meta["crossfade_s"]) == (3, 0.1)
+    assert_user_error(pdd_run("--engine", tiny_bundle_dir, "--seamless", 0, "--out", tmp_path / "x"), "--seamless must be >= 1")
+    result = pdd_run("--engine", tiny_bundle_dir, "--seamless", 2, "--crossfade", 5, "--out", tmp_path / "x")
+    assert_user_error(result, "--crossfade must be in [0, 0.76)")
+
+
+def test_crossfade_is_equal_power() -> None:
+    from pdd.runtime.generate import crossfade_join
+
+    ones = np.ones(100, dtype=np.float32)
+    joined = crossfade_join([ones, ones], 20)
+    assert joined.shape == (180,)
+    middle = joined[80:100]
+    assert middle.max() <= np.sqrt(2) + 1e-6 and middle.min() >= 1.0 - 1e-6  # cos + sin of a quarter turn
+    np.testing.assert_array_equal(crossfade_join([ones, ones], 0), np.ones(200, dtype=np.float32))
 
 
 def test_flac_plot_and_overwrite(tiny_bundle_dir: Path, tmp_path: Path) -> None:
