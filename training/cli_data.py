@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -12,6 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pdd.runtime.cli_common import make_app, user_errors
+
+if TYPE_CHECKING:  # the command modules import lazily so `pdd-data --help` stays fast
+    from pdd.training.prepare import PrepareReport
 
 app = make_app(
     "Training data for pdd.\n\n"
@@ -58,9 +61,8 @@ def corpus(
     """
     from pdd.training.corpus import DEFAULT_COMPOSERS, render_corpus, report_dict, select_works
 
-    chosen = [c for c in composers.split(",")] if composers else list(DEFAULT_COMPOSERS)
+    chosen = composers.split(",") if composers else list(DEFAULT_COMPOSERS)
     total = len(select_works(chosen, limit))
-    hours = [0.0]
     with _progress() as progress:
         task = progress.add_task("rendering", total=total, note="")
 
@@ -71,7 +73,6 @@ def corpus(
             out, chosen, limit=limit, soundfont=soundfont, sample_rate=sample_rate, peak_dbfs=peak_db,
             workers=workers, time_limit=time_limit, max_hours=max_hours, force=force, on_progress=advance,
         )  # fmt: skip
-        hours[0] = report.hours
     summary = report_dict(report)
     console.print(
         f"{summary['works']} works, {summary['hours']:.2f} h of audio in {out} "
@@ -122,10 +123,7 @@ def prepare(
     _print_prepare_report(report)
 
 
-def _print_prepare_report(report: "object") -> None:
-    from pdd.training.prepare import PrepareReport
-
-    assert isinstance(report, PrepareReport)
+def _print_prepare_report(report: PrepareReport) -> None:
     if report.up_to_date:
         console.print(f"{report.out} is up to date ({report.summary_line()})")
         return
