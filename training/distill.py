@@ -19,16 +19,43 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from pdd.runtime.errors import ConfigError, PddError
-from pdd.runtime.schedule import alpha_sigma, ddim_step, diffuse, distill_target, snr_weight, x0_from_v
+from pdd.runtime.errors import ConfigError
+from pdd.runtime.schedule import alpha_sigma, ddim_step, diffuse, distill_target, grid, snr_weight, x0_from_v
+from pdd.training.cache import open_cache
+from pdd.training.checkpoint import (
+    CheckpointError,
+    CheckpointInfo,
+    load_checkpoint,
+    load_denoiser,
+    make_checkpoint_state,
+    read_info,
+    save_checkpoint,
+)
+from pdd.training.data import MelDataset
 from pdd.training.ema import EMA
+from pdd.training.train import (
+    BatchPlan,
+    Dist,
+    NonFiniteLoss,
+    plot_loss,
+    resolve_device,
+    step_seed,
+    truncate_log,
+    write_json_atomic,
+)
+from pdd.training.unet1d import count_parameters
 
 WEIGHTINGS = ("truncated", "snr+1")
 
@@ -134,8 +161,8 @@ def distillation_loss(
 ) -> torch.Tensor:
     """One batch of Algorithm 2: t on the student's N-step grid, noise, teacher target, weighted x̂-MSE (a scalar)."""
     batch = x0.shape[0]
-    index = torch.randint(1, steps + 1, (batch,), generator=generator)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    index = torch.randint(1, steps + 1, (batch,), generator=generator).to(x0.device)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     t = _times(index, steps)
     alpha, sigma = alpha_sigma(t)
     z_t = diffuse(x0, eps, alpha, sigma)
@@ -173,25 +200,28 @@ def round_optimizer(student: nn.Module, config: DistillConfig) -> tuple[torch.op
     return optimizer, scheduler
 
 
-class NonFiniteLoss(PddError):
-    """The loss became NaN/inf: the round stops, the last good checkpoint is kept."""
-
-
 def train_steps(
     student: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-    batches: Callable[[], torch.Tensor], steps: int, config: DistillConfig, *, first_step: int = 0,
-    last_step: int | None = None, ema: EMA | None = None, generator: torch.Generator | None = None,
+    batches: Callable[[int], torch.Tensor], steps: int, config: DistillConfig, *, first_step: int = 0,
+    last_step: int | None = None, ema: EMA | None = None, seed_for_step: Callable[[int], int] | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Run steps first_step+1 … last_step (default: the whole round) of round `steps`; returns the losses.
 
-    `batches()` yields the next (B, C·F, L) float32 batch of training clips; `on_step(step, loss)` is called after each update
-    (progress, logging, periodic checkpoints). A NaN/inf loss raises NonFiniteLoss before the weights are touched.
+    `batches(step)` gives that step's (B, C·F, L) float32 batch of training clips. With `seed_for_step`, every random draw of
+    a step (t, noise, dropout, data shifts) comes from generators seeded by it, so a resumed round repeats an uninterrupted
+    one exactly on CPU. `on_step(step, loss)` runs after each update (progress, logging, checkpoints). A NaN/inf loss raises
+    NonFiniteLoss before the weights are touched.
     """
     last_step = config.steps_per_round if last_step is None else last_step
     losses = []
+    generator = None
     for step in range(first_step + 1, last_step + 1):
-        loss = distillation_loss(student, teacher, batches(), steps, config.weighting, generator)
+        if seed_for_step is not None:
+            seed = seed_for_step(step)
+            torch.manual_seed(seed)
+            generator = torch.Generator().manual_seed(seed)
+        loss = distillation_loss(student, teacher, batches(step), steps, config.weighting, generator)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteLoss(f"distillation loss became {value} at step {step} of round {steps}")
@@ -210,14 +240,15 @@ def train_steps(
 
 
 @torch.no_grad()
-def one_step_error(student: nn.Module, teacher: nn.Module, x0: torch.Tensor, steps: int, seed: int = 0) -> float:
-    """Mean over every grid interval of ‖student one-step z_t″ − teacher two-step z_t″‖² (fixed noise): what a round
-    should drive down. Used by the tests and logged at the end of each round."""
+def one_step_error(student: nn.Module, teacher: nn.Module, x0: torch.Tensor, steps: int, seed: int = 0,
+                   intervals: list[int] | None = None) -> float:
+    """Mean over grid intervals (all, or the given indices i in 1..N) of ‖student one-step z_t″ − teacher two-step z_t″‖²
+    from fixed noise: what a round should drive down. The tests use it; each round logs it before and after."""
     generator = torch.Generator().manual_seed(seed)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     errors = []
-    for i in range(1, steps + 1):
-        index = torch.full((x0.shape[0],), i, dtype=torch.long)
+    for i in intervals if intervals is not None else range(1, steps + 1):
+        index = torch.full((x0.shape[0],), i, dtype=torch.long, device=x0.device)
         t, t_end = _times(index, steps), _times(index - 1, steps)
         alpha, sigma = alpha_sigma(t)
         z_t = diffuse(x0, eps, alpha, sigma)
@@ -225,3 +256,290 @@ def one_step_error(student: nn.Module, teacher: nn.Module, x0: torch.Tensor, ste
         student_end = ddim_step(z_t, student(z_t, t.view(-1)), t, t_end)
         errors.append(float(((student_end - teacher_end) ** 2).mean()))
     return sum(errors) / len(errors)
+
+
+# -- a distillation run: rounds, checkpoints, resume ----------------------------------------------------------------------
+#
+# DRUN/distill.json      format, settings, teacher file, data cache, rounds (written when the run starts)
+# DRUN/student-N.pt      the finished student of round N (kind "student", steps N, lineage, grid): the next round's teacher
+# DRUN/progress.pt       the round in progress (student, optimiser, scheduler, EMA, step): what --resume continues
+# DRUN/log.jsonl         one line per logged step (round, step, loss, lr, it/s) and per event; loss.png its plot
+
+DISTILL_FORMAT = "pdd-distill/1"
+RUN_FILE = "distill.json"
+PROGRESS_FILE = "progress.pt"
+LOG_FILE = "log.jsonl"
+LOSS_PNG = "loss.png"
+LOG_EVERY = 10
+# Settings a resumed run may change: they do not change what is learned.
+RESUME_MAY_CHANGE = frozenset({"checkpoint_every"})
+
+
+def student_file(out: str | os.PathLike[str], steps: int) -> Path:
+    return Path(out) / f"student-{steps}.pt"
+
+
+def find_students(folder: str | os.PathLike[str]) -> dict[int, Path]:
+    """{steps: path} of the finished students `student-N.pt` in a distillation folder."""
+    found = {}
+    for path in Path(folder).glob("student-*.pt"):
+        suffix = path.stem.split("-", 1)[1]
+        if suffix.isdigit():
+            found[int(suffix)] = path
+    return dict(sorted(found.items(), reverse=True))
+
+
+def _our_files(out: Path) -> list[Path]:
+    files = [out / RUN_FILE, out / PROGRESS_FILE, out / LOG_FILE, out / LOSS_PNG]
+    return files + list(find_students(out).values())
+
+
+@dataclass
+class DistillResult:
+    students: dict[int, Path]
+    log: Path
+    rounds: list[dict[str, Any]]
+
+
+def _data_from_lineage(info: CheckpointInfo) -> str | None:
+    for entry in reversed(info.lineage):
+        if entry.get("data"):
+            return str(entry["data"])
+    return None
+
+
+def prepare_distill_run(out: str | os.PathLike[str], teacher: str | os.PathLike[str] | None, data: str | None,
+                        given: dict[str, Any], *, resume: bool = False, force: bool = False) -> dict[str, Any]:
+    """The run record of `out`: a new one (teacher, data, settings) or, with `resume`, the saved one.
+
+    A new run refuses a non-empty folder unless `force`, which removes only the files a distillation run writes.
+    """
+    out = Path(out)
+    given = {k: v for k, v in given.items() if v is not None}
+    if resume and force:
+        raise ConfigError("--resume and --force contradict each other: resume continues the run, force starts it over")
+    if resume:
+        run_file = out / RUN_FILE
+        if not run_file.is_file():
+            raise CheckpointError(f"nothing to resume in {out}: it has no {RUN_FILE}")
+        try:
+            record = json.loads(run_file.read_text())
+            config = DistillConfig.from_dict(record["settings"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{run_file} is not a pdd distillation record ({exc})") from None
+        changed = {k: v for k, v in given.items() if getattr(config, k) != v}
+        refused = sorted(k for k in changed if k not in RESUME_MAY_CHANGE)
+        for name, value in (("teacher", teacher), ("data", data)):
+            if value is not None and str(value) != record[name]:
+                refused.append(name)
+                changed[name] = value
+        if refused:
+            details = ", ".join(f"--{k.replace('_', '-')} {changed[k]!r}" for k in refused)
+            raise ConfigError(f"cannot resume {out} with different settings ({details}); start a new run instead")
+        record["settings"] = dataclasses.replace(config, **changed).to_dict()
+        return record
+
+    if teacher is None:
+        raise ConfigError("--teacher CHECKPOINT is required for a new distillation run")
+    config = DistillConfig(**given)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ConfigError(f"{out} already holds files; pass --resume to continue that run or --force to start over")
+        for path in _our_files(out):
+            path.unlink(missing_ok=True)
+    info = read_info(teacher)
+    if info.kind == "student" and info.steps != config.from_steps:
+        raise ConfigError(f"{teacher} is a {info.steps}-step student; distil it with --from-steps {info.steps}")
+    data = data if data is not None else _data_from_lineage(info)
+    if data is None:
+        raise ConfigError(f"{teacher} does not record its training data; pass --data CACHE")
+    return {"format": DISTILL_FORMAT, "teacher": str(teacher), "data": str(data), "settings": config.to_dict(),
+            "rounds": config.rounds(), "audio": info.audio.to_dict(), "model": info.model.to_dict()}
+
+
+class _RoundProgress:
+    """rich progress over all rounds (round, loss, it/s, ETA); a no-op when disabled."""
+
+    def __init__(self, enabled: bool, total: int, done: int) -> None:
+        self.progress = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]distil {task.fields[round]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} it/s"), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(),
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("distil", total=total, completed=done, round="…", loss="…", rate="…")
+
+    def update(self, done: int, round_label: str, loss: float, rate: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done, round=round_label, loss=f"{loss:.4f}", rate=f"{rate:.2f}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool = False, device: str = "auto",
+            threads: int | None = None, progress: bool = True, console_print: bool = True,
+            stop_after: int | None = None) -> DistillResult:
+    """Run (or continue) every round of the distillation described by `record` (see `prepare_distill_run`) in `out`.
+
+    `stop_after` (tests) stops the run after that many optimiser steps in total, as a kill would, after any checkpoint due.
+    """
+    out = Path(out)
+    config = DistillConfig.from_dict(record["settings"])
+    device_name = resolve_device(device)
+    torch_device = torch.device(device_name)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+    teacher_path = Path(record["teacher"])
+    teacher, teacher_info = load_denoiser(teacher_path, device=torch_device)
+    teacher_lineage = teacher_info.lineage  # the current round's teacher's (it moves on with every round)
+    cache = open_cache(record["data"])
+    if cache.config != teacher_info.audio:
+        raise ConfigError(f"{record['data']} holds audio preset {cache.config.name!r} but the teacher was trained on "
+                          f"{teacher_info.audio.name!r}; pass the teacher's own cache with --data")
+    dataset = MelDataset(cache, split="train", random_shift=True)
+    if len(dataset) == 0:
+        raise ConfigError(f"{record['data']} has no training clips")
+    plan = BatchPlan(len(dataset), config.batch_size, Dist(), config.seed)
+    probe = torch.stack([dataset[i] for i in range(min(4, len(dataset)))]).to(torch_device)
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / RUN_FILE, record)
+    log_path = out / LOG_FILE
+    rounds = config.rounds()
+    total_steps = len(rounds) * config.steps_per_round
+
+    def log_line(entry: dict[str, Any]) -> None:
+        with log_path.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    # Where to start: finished rounds are skipped (their student becomes the teacher); a round in progress continues.
+    start_round, start_step, resume_state = 0, 0, None
+    if resume:
+        students = find_students(out)
+        while start_round < len(rounds) and rounds[start_round] in students:
+            start_round += 1
+        if start_round > 0:
+            teacher_path = student_file(out, rounds[start_round - 1])
+            teacher, previous = load_denoiser(teacher_path, device=torch_device)
+            teacher_lineage = previous.lineage
+        progress_path = out / PROGRESS_FILE
+        if start_round < len(rounds) and progress_path.is_file():
+            state = load_checkpoint(progress_path)
+            if state["extra"].get("round") == rounds[start_round]:
+                resume_state, start_step = state, int(state["extra"]["round_step"])
+        truncate_log(log_path, start_round * config.steps_per_round + start_step)
+    elif log_path.exists():
+        log_path.unlink()
+
+    if console_print:
+        print(f"pdd-distill: {teacher_info.model.name} model ({count_parameters(teacher) / 1e6:.2f} M params), rounds "
+              f"{' → '.join(str(n) for n in [config.from_steps, *rounds])}, {config.steps_per_round} steps/round at batch "
+              f"{config.batch_size}, {len(dataset)} training clips, {device_name}; folder {out}")
+
+    summaries: list[dict[str, Any]] = []
+    steps_done = start_round * config.steps_per_round + start_step
+    bar = _RoundProgress(progress, total_steps, steps_done)
+    try:
+        for round_index in range(start_round, len(rounds)):
+            n = rounds[round_index]
+            frozen(teacher)
+            student = new_student(teacher)
+            optimizer, scheduler = round_optimizer(student, config)
+            ema = EMA(student, decay=config.ema_decay) if config.ema_decay else None
+            first = 0
+            if resume_state is not None and round_index == start_round:
+                student.load_state_dict(resume_state["model"])
+                optimizer.load_state_dict(resume_state["optimizer"])
+                scheduler.load_state_dict(resume_state["scheduler"])
+                if ema is not None and resume_state.get("ema") is not None:
+                    ema.load(resume_state["ema"], resume_state.get("ema_meta"))
+                first = start_step
+            intervals = sorted({1, n, *torch.randint(1, n + 1, (6,), generator=torch.Generator().manual_seed(n)).tolist()})
+            error_before = one_step_error(teacher, teacher, probe, n, intervals=intervals)
+            lineage = [*teacher_lineage, {"kind": "distill", "teacher": str(teacher_path), "teacher_steps": 2 * n,
+                                                "steps": n, "data": record["data"], **config.to_dict()}]
+
+            def info_at(step: int) -> CheckpointInfo:
+                return CheckpointInfo(kind="student", audio=teacher_info.audio, model=teacher_info.model, steps=n,
+                                      lineage=lineage, train_step=step)
+
+            def save_progress(step: int) -> None:
+                state = make_checkpoint_state(student, info_at(step), ema=ema, optimizer=optimizer, scheduler=scheduler,
+                                              extra={"round": n, "round_step": step, "settings": config.to_dict()})
+                save_checkpoint(out / PROGRESS_FILE, state)
+                log_line({"event": "checkpoint", "round": n, "step": round_index * config.steps_per_round + step})
+
+            window: list[float] = []
+            clock = [time.perf_counter()]
+
+            def on_step(step: int, loss: float) -> None:
+                nonlocal steps_done
+                steps_done += 1
+                window.append(loss)
+                global_step = round_index * config.steps_per_round + step
+                if step % LOG_EVERY == 0 or step == config.steps_per_round:
+                    elapsed = time.perf_counter() - clock[0]
+                    rate = len(window) / elapsed if elapsed > 0 else 0.0
+                    log_line({"step": global_step, "round": n, "round_step": step, "loss": float(np.mean(window)),
+                              "lr": scheduler.get_last_lr()[0], "it_s": round(rate, 3)})
+                    bar.update(steps_done, f"{2 * n}→{n}", float(np.mean(window)), rate)
+                    window.clear()
+                    clock[0] = time.perf_counter()
+                if step % config.checkpoint_every == 0 and step < config.steps_per_round:
+                    save_progress(step)
+                if stop_after is not None and steps_done >= stop_after:
+                    raise _Stopped()
+
+            def batches(step: int) -> torch.Tensor:
+                global_step = round_index * config.steps_per_round + step - 1
+                return torch.stack([dataset[i] for i in plan.indices(global_step)]).to(torch_device)
+
+            try:
+                losses = train_steps(student, teacher, optimizer, scheduler, batches, n, config, first_step=first, ema=ema,
+                                     seed_for_step=lambda step: step_seed(config.seed, round_index * config.steps_per_round
+                                                                          + step, 0), on_step=on_step)
+            except NonFiniteLoss as exc:
+                kept = (f"the round's last checkpoint {out / PROGRESS_FILE} is kept" if (out / PROGRESS_FILE).is_file()
+                        else "finished students are kept")
+                log_line({"event": "stopped", "round": n, "reason": str(exc)})
+                raise NonFiniteLoss(f"{exc}; {kept}; continue with --resume after lowering the learning rate "
+                                    f"(start a new run with --force and a lower --lr)") from None
+            final = ema.model if ema is not None else student
+            final.eval()
+            error_after = one_step_error(final, teacher, probe, n, intervals=intervals)
+            state = make_checkpoint_state(final, info_at(config.steps_per_round),
+                                          extra={"grid": grid(n).tolist(), "settings": config.to_dict(),
+                                                 "one_step_error": {"before": error_before, "after": error_after}})
+            save_checkpoint(student_file(out, n), state)
+            (out / PROGRESS_FILE).unlink(missing_ok=True)
+            summary = {"event": "round", "round": n, "step": (round_index + 1) * config.steps_per_round,
+                       "loss_last": losses[-1] if losses else None, "one_step_error_before": error_before,
+                       "one_step_error_after": error_after, "student": str(student_file(out, n))}
+            log_line(summary)
+            summaries.append(summary)
+            plot_loss(log_path, out / LOSS_PNG)
+            teacher = frozen(copy.deepcopy(final))
+            teacher_path, teacher_lineage = student_file(out, n), lineage
+    except _Stopped:
+        pass
+    finally:
+        bar.close()
+    if console_print and summaries:
+        for s in summaries:
+            print(f"pdd-distill: student-{s['round']}: one-step error vs the teacher's two steps "
+                  f"{s['one_step_error_before']:.4g} → {s['one_step_error_after']:.4g}")
+    return DistillResult(students=find_students(out), log=log_path, rounds=summaries)
+
+
+class _Stopped(Exception):
+    """Internal: `stop_after` reached (tests simulate a killed run with it)."""
