@@ -73,7 +73,7 @@ class OrtBackend(Backend):
     """onnxruntime sessions, one per graph, opened for one fixed batch size."""
 
     name = "ort"
-    OPTIONS = ("threads", "cuda_graph", "providers")
+    OPTIONS = ("threads", "cuda_graph", "providers", "iobinding")
 
     def __init__(
         self,
@@ -83,6 +83,7 @@ class OrtBackend(Backend):
         threads: int | None = None,
         cuda_graph: bool = True,
         providers: Sequence[str] | None = None,
+        iobinding: bool | None = None,
     ) -> None:
         super().__init__(bundle)
         try:
@@ -95,6 +96,7 @@ class OrtBackend(Backend):
         self.providers = list(providers) if providers else choose_providers(ort.get_available_providers(), device)
         self.threads = threads or physical_cores()
         self.cuda_graph = cuda_graph
+        self.iobinding = iobinding  # None: on the GPU only (tests force it on the CPU to exercise the bound path)
         self.device = "cuda" if any(p in GPU_EPS for p in self.providers) else "cpu"
         self.batch: int | None = None
         self._sessions: dict[str, _Session] = {}
@@ -152,8 +154,8 @@ class OrtBackend(Backend):
         if batch < 1:
             raise ConfigError(f"batch size must be >= 1, got {batch}")
         if batch != self.batch:
-            if self.device == "cuda":
-                self._sessions.clear()  # device buffers (and CUDA graphs) are sized for one batch; CPU sessions are not
+            if self.device == "cuda" or self.iobinding:
+                self._sessions.clear()  # bound buffers (and CUDA graphs) are sized for one batch; plain CPU sessions are not
             self.batch = batch
         for graph in graphs:
             if graph not in self._sessions:
@@ -181,8 +183,12 @@ class OrtBackend(Backend):
                     "missing); install them or run with --device cpu"
                 )
             self.device = "cpu"
-        if self.device == "cuda":
-            return _CudaSession(self._ort, session, spec, batch, use_graph, reopen=lambda: self._create(path, spec, batch, False))
+        bind = self.device == "cuda" if self.iobinding is None else self.iobinding
+        if bind:
+            return _BoundSession(
+                self._ort, session, spec, batch, self.device, use_graph and self.device == "cuda",
+                reopen=lambda: self._create(path, spec, batch, False),
+            )
         return _CpuSession(session, spec)
 
     def _create(self, path: Path, spec: GraphSpec, batch: int, cuda_graph: bool) -> Any:
@@ -258,25 +264,26 @@ class _CpuSession(_Session):
         return dict(zip(self.output_names, values))
 
 
-class _CudaSession(_Session):
-    """IOBinding into device buffers allocated once; host inputs are copied in place, device inputs bound directly."""
+class _BoundSession(_Session):
+    """IOBinding into buffers allocated once on `device` ("cuda"; "cpu" in tests): host inputs are copied in place,
+    device values from another session are bound directly, outputs stay in their buffers until read."""
 
-    def __init__(self, ort: Any, session: Any, spec: GraphSpec, batch: int, cuda_graph: bool, reopen: Any) -> None:
-        self.ort, self.session, self.spec, self.batch = ort, session, spec, batch
+    def __init__(
+        self, ort: Any, session: Any, spec: GraphSpec, batch: int, device: str, cuda_graph: bool, reopen: Any
+    ) -> None:
+        self.ort, self.session, self.spec, self.batch, self.device = ort, session, spec, batch, device
         self.cuda_graph, self.reopen = cuda_graph, reopen
         self.providers = session.get_providers()
         self._bind()
 
+    def _buffer(self, tensor: Any) -> Any:
+        return self.ort.OrtValue.ortvalue_from_shape_and_type(
+            list(tensor.concrete(self.batch)), tensor.np_dtype.type, self.device, 0
+        )
+
     def _bind(self) -> None:
-        ort = self.ort
-        self.inputs = {
-            t.name: ort.OrtValue.ortvalue_from_shape_and_type(t.concrete(self.batch), t.np_dtype, "cuda", 0)
-            for t in self.spec.inputs
-        }
-        self.outputs = {
-            t.name: ort.OrtValue.ortvalue_from_shape_and_type(t.concrete(self.batch), t.np_dtype, "cuda", 0)
-            for t in self.spec.outputs
-        }
+        self.inputs = {t.name: self._buffer(t) for t in self.spec.inputs}
+        self.outputs = {t.name: self._buffer(t) for t in self.spec.outputs}
         self.binding = self.session.io_binding()
         for name, value in self.inputs.items():
             self.binding.bind_ortvalue_input(name, value)
@@ -288,13 +295,13 @@ class _CudaSession(_Session):
             if isinstance(value, self.ort.OrtValue):
                 # A persistent output buffer of another session: its address never changes, so CUDA graphs stay valid.
                 self.binding.bind_ortvalue_input(name, value)
-            else:
-                array = _as_input(self.spec, name, value)
-                if array.shape != self.inputs[name].shape():
-                    raise ConfigError(
-                        f"{self.spec.name}.{name}: got shape {array.shape}, the session is fixed at {tuple(self.inputs[name].shape())}"
-                    )
-                self.inputs[name].update_inplace(array)
+                continue
+            array = _as_input(self.spec, name, value)
+            want = tuple(self.inputs[name].shape())
+            if array.shape != want:
+                raise ConfigError(f"{self.spec.name}.{name}: got shape {array.shape}, the session is fixed at {want}")
+            self.binding.bind_ortvalue_input(name, self.inputs[name])
+            self.inputs[name].update_inplace(array)
         try:
             self.session.run_with_iobinding(self.binding)
         except Exception:
@@ -305,4 +312,5 @@ class _CudaSession(_Session):
             self.session, self.cuda_graph = self.reopen(), False
             self._bind()
             return self.run(inputs, keep)
-        return {name: value if name in keep else value.numpy() for name, value in self.outputs.items()}
+        # Host copies of outputs not kept: a fresh array each time (the buffer is reused by the next run).
+        return {name: value if name in keep else value.numpy().copy() for name, value in self.outputs.items()}
