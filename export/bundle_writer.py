@@ -150,6 +150,10 @@ def export_bundle(options: ExportOptions, progress: Callable[[str], None] | None
     say = progress or (lambda message: None)
     started = time.perf_counter()
     check_options(options)
+    if options.trt:
+        from pdd.export.trt import preflight
+
+        preflight(options.precision)  # no TensorRT or no GPU: say so before minutes of export work
     say("loading checkpoint")
     model, info = load_model(options)
     out = Path(options.out).absolute()
@@ -196,41 +200,39 @@ def _build(options: ExportOptions, model: torch.nn.Module, info: Any, tmp: Path,
             torch.from_numpy(golden["vocoder.x0"]), torch.from_numpy(golden["vocoder.phase0"])
         ).numpy()
 
-    # -- ONNX graphs ------------------------------------------------------------------------------------------------------
+    # -- ONNX graphs, each checked as soon as it exists (a failing graph stops the export early) ---------------------
     example = torch.zeros(EXAMPLE_BATCH, cf, length)
-    say("exporting denoiser")
-    protos: dict[str, onnx.ModelProto] = {
-        "denoiser": export_graph(model, (example, torch.full((EXAMPLE_BATCH,), 0.5)), ["z_t", "t"], ["v"])
-    }
-    if with_sampler:
-        say(f"exporting the {steps}-step sampler")
-        protos["sampler"] = export_graph(sampler, (example,), ["z_1"], ["x0"])
-    say("exporting vocoder")
     phase_example = torch.zeros(EXAMPLE_BATCH, audio.n_freqs, audio.frames)
-    protos["vocoder"] = export_graph(vocoder, (example, phase_example), ["x0", "phase0"], ["waveform"], fold_limit=VOCODER_FOLD_LIMIT)
-    for name, proto in protos.items():
+    jobs: list[tuple[str, Callable[[], onnx.ModelProto]]] = [
+        ("denoiser", lambda: export_graph(model, (example, torch.full((EXAMPLE_BATCH,), 0.5)), ["z_t", "t"], ["v"])),
+    ]
+    if with_sampler:
+        jobs.append(("sampler", lambda: export_graph(sampler, (example,), ["z_1"], ["x0"])))
+    jobs.append(
+        ("vocoder", lambda: export_graph(vocoder, (example, phase_example), ["x0", "phase0"], ["waveform"], fold_limit=VOCODER_FOLD_LIMIT))
+    )
+    protos: dict[str, onnx.ModelProto] = {}
+    parity: list[Parity] = []
+    for name, job in jobs:
+        say(f"exporting {name}" + (f" ({steps} steps unrolled)" if name == "sampler" else ""))
+        proto = job()
         proto.graph.name = name
         assert_batch_is_dynamic(proto)
         if name == "sampler" and graph_op_types(proto) & {"Loop", "If", "Scan"}:
             raise ExportError("the sampler graph contains control flow (Loop/If/Scan); it must be straight-line")
-
-    # -- parity, fp32 (always) and fp16 (when asked) ----------------------------------------------------------------------
-    say("checking parity (onnxruntime vs PyTorch)")
-    parity = [_parity(name, "fp32", proto, golden) for name, proto in protos.items()]
-    parity.append(
-        compare(
-            "vocoder", "fp32", "numpy", run_graph(protos["vocoder"], _inputs("vocoder", golden))["waveform"],
-            numpy_vocoder(golden["vocoder.x0"], golden["vocoder.phase0"], audio, options.gl_iters, options.gl_momentum),
-        )
-    )
-    if options.precision == "fp16":
-        for name in ("denoiser", "sampler"):
-            if name in protos:
-                protos[name] = to_fp16(protos[name])
-                parity.append(_parity(name, "fp16", protos[name], golden))
-    failed = [p for p in parity if not p.passed]
-    if failed:
-        raise ExportError("parity check failed: " + "; ".join(p.describe() for p in failed))
+        checks = [_parity(name, "fp32", proto, golden)]
+        if name == "vocoder":
+            got = run_graph(proto, _inputs("vocoder", golden))["waveform"]
+            want = numpy_vocoder(golden["vocoder.x0"], golden["vocoder.phase0"], audio, options.gl_iters, options.gl_momentum)
+            checks.append(compare("vocoder", "fp32", "numpy", got, want))
+        elif options.precision == "fp16":
+            proto = to_fp16(proto)
+            checks.append(_parity(name, "fp16", proto, golden))
+        parity.extend(checks)
+        failed = [p for p in checks if not p.passed]
+        if failed:
+            raise ExportError("parity check failed: " + "; ".join(p.describe() for p in failed))
+        protos[name] = proto
 
     # -- files ------------------------------------------------------------------------------------------------------------
     say("writing bundle")
