@@ -16,7 +16,7 @@ from pdd.runtime.backends import backend_problem, create_backend, physical_cores
 from pdd.runtime.backends.ort import CPU_EP, CUDA_EP, TRT_EP, OrtBackend, choose_providers, writable_cache
 from pdd.runtime.backends.trt import find_plan, import_problem
 from pdd.runtime.bundle import load_bundle, sha256_file
-from pdd.runtime.errors import BackendUnavailable, ConfigError
+from pdd.runtime.errors import BackendUnavailable, BundleError, ConfigError
 from pdd.runtime.generate import verify
 from pdd.runtime.sampler import Sampler, SamplerSettings, initial_noise
 
@@ -261,3 +261,178 @@ def test_trt_builds_keyed_plans_and_matches_the_cpu(tiny_bundle_copy: Path) -> N
     assert plans["graphs"]["sampler"]["source_sha256"] == bundle.file_sha256("sampler.onnx")
     backend.close()
     assert create_backend("auto", bundle).name == "trt"  # plans exist now: auto takes the fastest
+
+
+# -- the native TensorRT backend's plumbing, against a simulated tensorrt + cuda-python ---------------------------------
+
+
+class FakeGpu:
+    """tensorrt + cuda.bindings.runtime stand-ins: 'device memory' is host memory, an 'engine' runs its ONNX file with
+    onnxruntime on the CPU. Exercises TrtBackend's plan keys, building, buffers, chaining and synchronisation count."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.ctypes = ctypes
+        self.memory: dict[int, object] = {}
+        self.syncs = 0
+        self.builds: list[str] = []
+
+    def modules(self) -> dict[str, types.ModuleType]:
+        ctypes, fake = self.ctypes, self
+        codes = types.SimpleNamespace(cudaSuccess=0, cudaErrorMemoryAllocation=2)
+        rt = types.ModuleType("cuda.bindings.runtime")
+        rt.cudaError_t = codes
+        rt.cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+        rt.cudaGetDeviceCount = lambda: (0, 1)
+        rt.cudaGetDeviceProperties = lambda i: (0, types.SimpleNamespace(name=b"Fake GPU 80GB\x00"))
+        rt.cudaStreamCreate = lambda: (0, "stream-0")
+
+        def malloc(n: int):
+            buffer = ctypes.create_string_buffer(n)
+            fake.memory[ctypes.addressof(buffer)] = buffer
+            return 0, ctypes.addressof(buffer)
+
+        def memcpy(dst: int, src: int, n: int, kind: int, stream: object):
+            ctypes.memmove(dst, src, n)
+            return (0,)
+
+        def sync(stream: object):
+            fake.syncs += 1
+            return (0,)
+
+        rt.cudaMalloc, rt.cudaMemcpyAsync, rt.cudaStreamSynchronize = malloc, memcpy, sync
+        rt.cudaFree = lambda ptr: (fake.memory.pop(ptr, None), (0,))[1]
+
+        trt = types.ModuleType("tensorrt")
+        trt.__version__ = "10.9.0"
+        trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None})
+        trt.nptype = lambda dtype: np.float32
+        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=5)
+        trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
+        trt.BuilderFlag = types.SimpleNamespace(FP16=0)
+
+        class Parser:
+            def __init__(self, network, logger):
+                self.network, self.num_errors = network, 0
+
+            def parse_from_file(self, path):
+                self.network["onnx"] = path
+                return True
+
+        class Config:
+            def set_memory_pool_limit(self, *a): pass
+            def set_flag(self, *a): pass
+            def add_optimization_profile(self, profile): self.profile = profile
+            def create_timing_cache(self, data): return data
+            def set_timing_cache(self, cache, ignore_mismatch): pass
+            def get_timing_cache(self): return types.SimpleNamespace(serialize=lambda: b"timing")
+
+        class Profile(dict):
+            def set_shape(self, name, lo, opt, hi): self[name] = (lo, opt, hi)
+
+        class Builder:
+            def __init__(self, logger): pass
+            def create_network(self, flags): return {}
+            def create_builder_config(self): return Config()
+            def create_optimization_profile(self): return Profile()
+
+            def build_serialized_network(self, network, config):
+                fake.builds.append(Path(network["onnx"]).name)
+                return json.dumps({"onnx": network["onnx"]}).encode()
+
+        class Context:
+            def __init__(self, session):
+                self.session, self.shapes, self.addresses = session, {}, {}
+
+            def set_input_shape(self, name, shape): self.shapes[name] = tuple(shape)
+            def set_tensor_address(self, name, ptr): self.addresses[name] = ptr
+
+            def execute_async_v3(self, stream):
+                feeds = {}
+                for arg in self.session.get_inputs():
+                    shape = self.shapes[arg.name]
+                    raw = (ctypes.c_char * (int(np.prod(shape)) * 4)).from_address(self.addresses[arg.name])
+                    feeds[arg.name] = np.frombuffer(raw, dtype=np.float32).reshape(shape).copy()
+                for arg, value in zip(self.session.get_outputs(), self.session.run(None, feeds)):
+                    value = np.ascontiguousarray(value, dtype=np.float32)
+                    ctypes.memmove(self.addresses[arg.name], value.ctypes.data, value.nbytes)
+                return True
+
+        class Engine:
+            def __init__(self, plan):
+                import onnxruntime as ort
+
+                self.session = ort.InferenceSession(json.loads(plan)["onnx"], providers=["CPUExecutionProvider"])
+
+            def create_execution_context(self): return Context(self.session)
+            def get_tensor_dtype(self, name): return "float32"
+
+        class Runtime:
+            def __init__(self, logger): pass
+            def deserialize_cuda_engine(self, plan): return Engine(plan)
+
+        trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
+        cuda = types.ModuleType("cuda")
+        bindings = types.ModuleType("cuda.bindings")
+        bindings.runtime, cuda.bindings = rt, bindings
+        return {"tensorrt": trt, "cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": rt}
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> FakeGpu:
+    fake = FakeGpu()
+    for name, module in fake.modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return fake
+
+
+def test_trt_backend_builds_keyed_plans_and_syncs_once_per_request(tiny_bundle_copy: Path, fake_gpu: FakeGpu,
+                                                                   tiny_reference) -> None:
+    from pdd.runtime.backends.trt import TrtBackend, has_prebuilt_plans
+
+    bundle = load_bundle(tiny_bundle_copy)
+    assert create_backend("auto", bundle).name == "ort"  # no plans yet: auto does not start a multi-minute build
+    backend = create_backend("trt", bundle)
+    assert isinstance(backend, TrtBackend) and backend.key == "Fake_GPU_80GB-10.9.0-fp32"
+    assert backend.describe() == "TensorRT 10.9.0 on Fake GPU 80GB (fp32)"
+
+    sampler = Sampler(bundle, backend, SamplerSettings(), batch=2)
+    assert sampler.vocoder == "graph" and fake_gpu.builds == ["sampler.onnx", "vocoder.onnx"]
+    z1 = initial_noise(2, 2, bundle.packed_shape)
+    fake_gpu.syncs = 0
+    wave = sampler(z1)
+    assert fake_gpu.syncs == 1  # sampler → vocoder on the device, one synchronisation when the waveform comes back
+    np.testing.assert_allclose(wave, tiny_reference.vocoder(tiny_reference.sampler(z1)), atol=1e-5)
+
+    plans = json.loads((tiny_bundle_copy / "trt" / backend.key / "plans.json").read_text())
+    assert plans["graphs"]["sampler"]["source_sha256"] == bundle.file_sha256("sampler.onnx")
+    assert plans["graphs"]["sampler"]["file"] == f"trt/{backend.key}/sampler.plan"
+    assert has_prebuilt_plans(bundle)
+    assert create_backend("auto", bundle).name == "trt"  # now the fastest present
+
+    # A second backend finds the plans (no rebuild); golden check and loop mode through the same plumbing.
+    again = create_backend("trt", bundle)
+    assert all(c.max_abs_error < 1e-5 for c in verify(bundle, again))
+    assert fake_gpu.builds == ["sampler.onnx", "vocoder.onnx", "denoiser.onnx"]
+    loop = Sampler(bundle, again, SamplerSettings(mode="loop"), batch=2)
+    np.testing.assert_allclose(loop.sample_x0(z1), tiny_reference.sampler(z1), atol=1e-5)
+    backend.close()
+    again.close()
+    assert not fake_gpu.memory  # every buffer freed
+
+
+def test_trt_stale_plan_is_rebuilt_and_build_can_be_forbidden(tiny_bundle_copy: Path, fake_gpu: FakeGpu) -> None:
+    from pdd.runtime.backends.trt import TrtBackend
+
+    bundle = load_bundle(tiny_bundle_copy)
+    backend = TrtBackend(bundle)
+    backend.prepare(["sampler"], 1)
+    sidecar = tiny_bundle_copy / "trt" / backend.key / "plans.json"
+    plans = json.loads(sidecar.read_text())
+    plans["graphs"]["sampler"]["source_sha256"] = "0" * 64  # as if sampler.onnx had been re-exported since
+    sidecar.write_text(json.dumps(plans))
+    TrtBackend(bundle).prepare(["sampler"], 1)
+    assert fake_gpu.builds == ["sampler.onnx", "sampler.onnx"]
+    with pytest.raises(BundleError, match="no TensorRT plan for vocoder"):
+        TrtBackend(bundle, build=False).prepare(["vocoder"], 1)
