@@ -557,6 +557,8 @@ def render_corpus(
             report.skipped = [e for e in report.skipped if e["id"] in kept]
     finally:
         write_manifest(out, works, done, failed, settings, selection)
+        for leftover in out.rglob(".*.flac.tmp"):  # from renders killed mid-write (time-out, --max-hours reached, Ctrl-C)
+            leftover.unlink(missing_ok=True)
     report.seconds_wall = time.monotonic() - started
     order = {w.id: i for i, w in enumerate(works)}
     report.rendered.sort(key=lambda e: order[e["id"]])
