@@ -6,7 +6,8 @@ their metadata (sha256 of the plan, sha256 of the ONNX file it was built from, b
 whose source hash differs from the bundle's current graph is stale and rebuilt, never loaded.
 
 Per graph: the plan is deserialised once, device buffers for the prepared batch are allocated once, and a run is
-async copies in → `execute_async_v3` → async copies out on one stream. Outputs kept on the device (`keep=`) need no
+async copies in → `execute_async_v3` → async copies out on one stream; optionally (`cuda_graph=True`) the enqueue is
+captured once as a CUDA graph and replayed. Outputs kept on the device (`keep=`) need no
 synchronisation, so a request (sampler → vocoder) synchronises once, when the waveform comes back.
 
 `tensorrt` and `cuda-python` are imported lazily, here only; without them (or without a GPU) creating the backend raises
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -102,6 +104,25 @@ class _Cuda:
 
     def sync(self, stream: Any) -> None:
         self.call(self.rt.cudaStreamSynchronize(stream))
+
+    def capture(self, stream: Any, enqueue: Any) -> Any:
+        """Record what `enqueue()` puts on `stream` into an instantiated CUDA graph (cudaGraphExec_t)."""
+        mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        self.call(self.rt.cudaStreamBeginCapture(stream, mode))
+        try:
+            enqueue()
+        finally:
+            graph = self.call(self.rt.cudaStreamEndCapture(stream))
+        try:
+            return self.call(self.rt.cudaGraphInstantiate(graph, 0))
+        finally:
+            self.rt.cudaGraphDestroy(graph)
+
+    def launch(self, graph_exec: Any, stream: Any) -> None:
+        self.call(self.rt.cudaGraphLaunch(graph_exec, stream))
+
+    def destroy(self, graph_exec: Any) -> None:
+        self.rt.cudaGraphExecDestroy(graph_exec)
 
 
 class DeviceTensor:
@@ -195,8 +216,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class _Engine:
     """One deserialised plan with its context and device buffers for a fixed batch."""
 
-    def __init__(self, trt: Any, cuda: _Cuda, runtime: Any, plan: Path, spec: GraphSpec, batch: int) -> None:
+    def __init__(
+        self, trt: Any, cuda: _Cuda, runtime: Any, plan: Path, spec: GraphSpec, batch: int, cuda_graph: bool = False
+    ) -> None:
         self.cuda, self.spec, self.batch = cuda, spec, batch
+        # CUDA graph of the enqueue, captured on the second run (TensorRT wants one plain run first) and replayed while the
+        # bound addresses stay the same; re-captured when a chained input arrives from another address.
+        self.cuda_graph = cuda_graph
+        self.graph_exec: Any = None
+        self.graph_addresses: dict[str, int] | None = None
+        self.runs = 0
         self.engine = runtime.deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
             raise BundleError(f"{plan}: TensorRT cannot deserialise this plan (built by another TensorRT?); delete it to rebuild")
@@ -212,18 +241,20 @@ class _Engine:
             self.context.set_tensor_address(tensor.name, ptr)
 
     def run(self, inputs: Mapping[str, Any], keep: Sequence[str], stream: Any) -> dict[str, Any]:
+        addresses = {}
         for name, value in inputs.items():
             target = self.buffers[name]
             if isinstance(value, DeviceTensor):
-                self.context.set_tensor_address(name, value.ptr)  # chain without a copy
+                addresses[name] = value.ptr  # chain without a copy
                 continue
-            self.context.set_tensor_address(name, target.ptr)
             array = np.ascontiguousarray(value, dtype=target.dtype)
             if array.shape != target.shape:
                 raise ConfigError(f"{self.spec.name}.{name}: got shape {array.shape}, the plan is prepared for {target.shape}")
+            addresses[name] = target.ptr
             self.cuda.h2d(target.ptr, array, stream)
-        if not self.context.execute_async_v3(stream):
-            raise BackendUnavailable(f"TensorRT failed to enqueue {self.spec.name}; see the TensorRT log")
+        for name, ptr in addresses.items():
+            self.context.set_tensor_address(name, ptr)
+        self._enqueue(addresses, stream)
         out: dict[str, Any] = {}
         for tensor in self.spec.outputs:
             buffer = self.buffers[tensor.name]
@@ -235,7 +266,34 @@ class _Engine:
                 out[tensor.name] = host
         return out
 
+    def _execute(self, stream: Any) -> None:
+        if not self.context.execute_async_v3(stream):
+            raise BackendUnavailable(f"TensorRT failed to enqueue {self.spec.name}; see the TensorRT log")
+
+    def _enqueue(self, addresses: dict[str, int], stream: Any) -> None:
+        self.runs += 1
+        if not self.cuda_graph or self.runs == 1:
+            self._execute(stream)
+            return
+        if self.graph_exec is None or addresses != self.graph_addresses:
+            self._drop_graph()
+            try:
+                self.graph_exec = self.cuda.capture(stream, lambda: self._execute(stream))
+                self.graph_addresses = dict(addresses)
+            except BackendUnavailable:
+                print(f"warning: CUDA graph capture failed for {self.spec.name}; running it without", file=sys.stderr)
+                self.cuda_graph = False
+                self._execute(stream)
+                return
+        self.cuda.launch(self.graph_exec, stream)
+
+    def _drop_graph(self) -> None:
+        if self.graph_exec is not None:
+            self.cuda.destroy(self.graph_exec)
+            self.graph_exec = None
+
     def free(self) -> None:
+        self._drop_graph()
         for buffer in self.buffers.values():
             self.cuda.free(buffer.ptr)
         self.buffers.clear()
@@ -246,15 +304,18 @@ class TrtBackend(Backend):
 
     name = "trt"
     device = "cuda"
-    OPTIONS = ("build",)
+    OPTIONS = ("build", "cuda_graph")
 
-    def __init__(self, bundle: Bundle, *, build: bool = True) -> None:
+    def __init__(self, bundle: Bundle, *, build: bool = True, cuda_graph: bool | None = None) -> None:
         super().__init__(bundle)
         self.trt, cudart = _import_libs()
         self.cuda = _Cuda(cudart)
         self.gpu = self.cuda.gpu_name()
         self.key = plan_key(self.gpu, self.trt.__version__, bundle.precision)
         self.build = build
+        # Opt-in (None: PDD_TRT_CUDA_GRAPH=1): replay each plan's enqueue as a CUDA graph. Off by default until it has been
+        # measured on real hardware; TensorRT's own enqueue is already light for straight-line plans.
+        self.cuda_graph = os.environ.get("PDD_TRT_CUDA_GRAPH") == "1" if cuda_graph is None else cuda_graph
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
         self.runtime = self.trt.Runtime(self.logger)
         self.stream = self.cuda.call(cudart.cudaStreamCreate())
@@ -274,7 +335,10 @@ class TrtBackend(Backend):
             self.batch = batch
         for graph in graphs:
             if graph not in self._engines:
-                self._engines[graph] = _Engine(self.trt, self.cuda, self.runtime, self._plan(graph, batch), self.bundle.graph(graph), batch)
+                self._engines[graph] = _Engine(
+                    self.trt, self.cuda, self.runtime, self._plan(graph, batch), self.bundle.graph(graph), batch,
+                    cuda_graph=self.cuda_graph,
+                )
 
     def _plan(self, graph: str, batch: int) -> Path:
         found = find_plan(self.bundle, self.key, graph, batch)

@@ -277,6 +277,8 @@ class FakeGpu:
         self.memory: dict[int, object] = {}
         self.syncs = 0
         self.builds: list[str] = []
+        self.recording: list | None = None
+        self.launches = 0
 
     def modules(self) -> dict[str, types.ModuleType]:
         ctypes, fake = self.ctypes, self
@@ -302,6 +304,27 @@ class FakeGpu:
             return (0,)
 
         rt.cudaMalloc, rt.cudaMemcpyAsync, rt.cudaStreamSynchronize = malloc, memcpy, sync
+
+        # CUDA graphs: while capturing, enqueues are recorded with the addresses bound at that moment; launch replays them.
+        rt.cudaStreamCaptureMode = types.SimpleNamespace(cudaStreamCaptureModeThreadLocal=2)
+
+        def begin(stream, mode):
+            fake.recording = []
+            return (0,)
+
+        def end(stream):
+            graph, fake.recording = fake.recording, None
+            return 0, graph
+
+        def launch(graph, stream):
+            fake.launches += 1
+            for context, addresses in graph:
+                context.compute(addresses)
+            return (0,)
+
+        rt.cudaStreamBeginCapture, rt.cudaStreamEndCapture, rt.cudaGraphLaunch = begin, end, launch
+        rt.cudaGraphInstantiate = lambda graph, flags: (0, list(graph))
+        rt.cudaGraphDestroy = rt.cudaGraphExecDestroy = lambda graph: (0,)
         rt.cudaFree = lambda ptr: (fake.memory.pop(ptr, None), (0,))[1]
 
         trt = types.ModuleType("tensorrt")
@@ -349,15 +372,21 @@ class FakeGpu:
             def set_tensor_address(self, name, ptr): self.addresses[name] = ptr
 
             def execute_async_v3(self, stream):
+                if fake.recording is not None:
+                    fake.recording.append((self, dict(self.addresses)))
+                else:
+                    self.compute(self.addresses)
+                return True
+
+            def compute(self, addresses):
                 feeds = {}
                 for arg in self.session.get_inputs():
                     shape = self.shapes[arg.name]
-                    raw = (ctypes.c_char * (int(np.prod(shape)) * 4)).from_address(self.addresses[arg.name])
+                    raw = (ctypes.c_char * (int(np.prod(shape)) * 4)).from_address(addresses[arg.name])
                     feeds[arg.name] = np.frombuffer(raw, dtype=np.float32).reshape(shape).copy()
                 for arg, value in zip(self.session.get_outputs(), self.session.run(None, feeds)):
                     value = np.ascontiguousarray(value, dtype=np.float32)
-                    ctypes.memmove(self.addresses[arg.name], value.ctypes.data, value.nbytes)
-                return True
+                    ctypes.memmove(addresses[arg.name], value.ctypes.data, value.nbytes)
 
         class Engine:
             def __init__(self, plan):
@@ -436,3 +465,20 @@ def test_trt_stale_plan_is_rebuilt_and_build_can_be_forbidden(tiny_bundle_copy: 
     assert fake_gpu.builds == ["sampler.onnx", "sampler.onnx"]
     with pytest.raises(BundleError, match="no TensorRT plan for vocoder"):
         TrtBackend(bundle, build=False).prepare(["vocoder"], 1)
+
+
+def test_trt_cuda_graph_replay(tiny_bundle_copy: Path, fake_gpu: FakeGpu, tiny_reference, monkeypatch) -> None:
+    from pdd.runtime.backends.trt import TrtBackend
+
+    bundle = load_bundle(tiny_bundle_copy)
+    monkeypatch.setenv("PDD_TRT_CUDA_GRAPH", "1")
+    backend = TrtBackend(bundle)
+    assert backend.cuda_graph
+    sampler = Sampler(bundle, backend, SamplerSettings(), batch=2)
+    for seed in range(4):  # run 1 plain, run 2 captures, runs 3-4 replay; every result must be fresh
+        z1 = initial_noise(seed, 2, bundle.packed_shape)
+        np.testing.assert_allclose(sampler(z1), tiny_reference.vocoder(tiny_reference.sampler(z1)), atol=1e-5)
+    assert fake_gpu.launches == 6  # sampler and vocoder, runs 2-4
+    backend.close()
+    monkeypatch.delenv("PDD_TRT_CUDA_GRAPH")
+    assert not TrtBackend(bundle).cuda_graph
