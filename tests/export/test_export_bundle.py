@@ -18,18 +18,8 @@ from pdd.export.parity import ort_session
 from pdd.runtime.bundle import MANIFEST_FORMAT, load_bundle, sha256_file
 from pdd.runtime.schedule import ddim_coefficients, grid
 
-GL_ITERS = 3  # parity of the full 32 is in the vocoder tests; here the plumbing matters
+GL_ITERS = 3  # as the student_bundle fixture (conftest.py)
 
-
-@pytest.fixture(scope="module")
-def student_bundle(tiny_checkpoints, tmp_path_factory) -> tuple[Path, object]:
-    out = tmp_path_factory.mktemp("engines") / "tiny-2"
-    eval_json = out.parent / "eval.json"
-    eval_json.write_text(json.dumps({"fd_mel": 12.5, "steps": 2}))
-    report = export_bundle(
-        ExportOptions(ckpt=tiny_checkpoints["student"], steps=2, out=out, gl_iters=GL_ITERS, eval_json=eval_json)
-    )
-    return out, report
 
 
 @pytest.fixture(scope="module")
