@@ -112,13 +112,16 @@ def _verify(engine: Optional[Path], backend_name: str, device: str) -> None:
     for check in checks:
         status = "ok" if check.ok else "FAIL"
         key = f"{check.graph}.{check.tensor}"
-        print(f"  {key:<18} max abs error {check.max_abs_error:.3g}  (tolerance {check.tolerance:g})  {status}")
+        print(
+            f"  {key:<18} max abs error {check.max_abs_error:.3g} = {check.relative_error:.3g} of peak "
+            f"{check.reference_peak:.3g}  (tolerance {check.tolerance:g})  {status}"
+        )
     failed = [c for c in checks if not c.ok]
     if failed:
-        worst = max(failed, key=lambda c: c.max_abs_error)
+        worst = max(failed, key=lambda c: c.relative_error)
         raise BundleError(
             f"golden check failed for {len(failed)} output(s), worst {worst.graph}.{worst.tensor} "
-            f"({worst.max_abs_error:.3g} > {worst.tolerance:g}); re-export the bundle or rebuild its TensorRT plans"
+            f"({worst.relative_error:.3g} of peak > {worst.tolerance:g}); re-export the bundle or rebuild its TensorRT plans"
         )
 
 

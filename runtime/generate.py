@@ -314,17 +314,24 @@ class GoldenCheck:
     graph: str
     tensor: str
     max_abs_error: float
-    tolerance: float
+    reference_peak: float
+    tolerance: float  # relative to the reference peak
+
+    @property
+    def relative_error(self) -> float:
+        return self.max_abs_error / max(self.reference_peak, 1e-12)
 
     @property
     def ok(self) -> bool:
-        return self.max_abs_error <= self.tolerance
+        return math.isfinite(self.max_abs_error) and self.relative_error <= self.tolerance
 
 
 def verify(bundle: Bundle, backend: Backend, tolerance: float | None = None) -> list[GoldenCheck]:
-    """Run every graph that has golden inputs through `backend`; max abs error per output against golden.npz."""
+    """Run every graph that has golden inputs through `backend`; max abs error per output against golden.npz.
+
+    Pass/fail is relative to the golden output's peak, with `bundle.golden_tolerance` per graph (or `tolerance`).
+    """
     golden = bundle.golden()
-    tol = golden_tolerance(bundle.precision) if tolerance is None else tolerance
     checks: list[GoldenCheck] = []
     for name, spec in bundle.graphs.items():
         keys = [f"{name}.{t.name}" for t in spec.inputs]
@@ -334,6 +341,7 @@ def verify(bundle: Bundle, backend: Backend, tolerance: float | None = None) -> 
         batch = int(next(iter(inputs.values())).shape[0])
         backend.prepare([name], batch)
         outputs = backend.run(name, inputs)
+        tol = golden_tolerance(name, bundle.precision, tensorrt=backend.uses_tensorrt) if tolerance is None else tolerance
         for tensor in spec.outputs:
             key = f"{name}.{tensor.name}"
             if key not in golden:
@@ -343,7 +351,8 @@ def verify(bundle: Bundle, backend: Backend, tolerance: float | None = None) -> 
             if got.shape != want.shape:
                 raise BundleError(f"{key}: backend gave shape {got.shape}, golden has {want.shape}; re-export the bundle")
             error = float(np.max(np.abs(got - want))) if got.size else 0.0
-            checks.append(GoldenCheck(name, tensor.name, error if math.isfinite(error) else math.inf, tol))
+            peak = float(np.max(np.abs(want))) if want.size else 0.0
+            checks.append(GoldenCheck(name, tensor.name, error if math.isfinite(error) else math.inf, peak, tol))
     if not checks:
         raise BundleError(f"golden.npz of {bundle.name!r} has no inputs for any graph; re-export the bundle")
     return checks

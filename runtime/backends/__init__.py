@@ -38,6 +38,7 @@ class Backend(ABC):
 
     name: str = ""
     device: str = "cpu"
+    uses_tensorrt: bool = False  # TensorRT (native or the ORT EP) runs the graphs: fp32 may mean TF32 (looser golden check)
 
     def __init__(self, bundle: "Bundle") -> None:
         self.bundle = bundle

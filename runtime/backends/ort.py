@@ -221,6 +221,10 @@ class OrtBackend(Backend):
             raise ConfigError(f"graph {graph!r} was not prepared; call prepare([{graph!r}], batch) first")
         return self._sessions[graph].run(inputs, keep)
 
+    @property
+    def uses_tensorrt(self) -> bool:  # type: ignore[override]
+        return any(TRT_EP in s.providers for s in self._sessions.values())
+
     def to_host(self, value: Any) -> np.ndarray:
         if isinstance(value, np.ndarray):
             return value

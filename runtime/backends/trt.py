@@ -304,6 +304,7 @@ class TrtBackend(Backend):
 
     name = "trt"
     device = "cuda"
+    uses_tensorrt = True
     OPTIONS = ("build", "cuda_graph")
 
     def __init__(self, bundle: Bundle, *, build: bool = True, cuda_graph: bool | None = None) -> None:
