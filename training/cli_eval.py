@@ -1,5 +1,103 @@
-"""`pdd-eval` (placeholder until the distillation issue lands)."""
+"""`pdd-eval`: the quality-vs-steps table for a teacher and its distilled students, or scores for any folders of audio."""
 
-from pdd.runtime.cli_common import not_built_yet
+from __future__ import annotations
 
-main = not_built_yet("pdd-eval", "the distillation issue")
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pdd.runtime.cli_common import make_app, user_errors
+from pdd.runtime.config import get_preset
+from pdd.runtime.errors import ConfigError
+from pdd.training.evaluate import STANDARD_STEPS, EvalSettings
+
+HELP = f"""Score generated music against held-out real clips: FD-BP, FD-mel, spectral flux, teacher fidelity, time per clip.
+
+Model mode (--teacher, --data, optionally --students): K clips per row from fixed seeded noise, teacher DDIM@N and student@N
+for every N in {{{', '.join(str(s) for s in STANDARD_STEPS)}}} that exists, plus a Griffin-Lim ceiling row (held-out real mels
+inverted with the same Griffin-Lim) and a real-vs-real row (two halves of the held-out clips, split by source file). Writes
+table.md, table.json, metrics_vs_steps.png, spectrograms.png and wavs/.
+
+Folder mode (--generated DIR --reference DIR): scores any folder of audio against another, e.g. other systems' outputs.
+
+FD-BP uses Basic Pitch's bundled ONNX model (install: pip install --no-deps basic-pitch==0.4.0; without it FD-BP is skipped
+with a note). It is not VGGish FAD: VGGish weights come from a model hub, which pdd never downloads.
+
+[bold]Examples[/bold]
+
+  pdd-eval --teacher runs/teacher-small/checkpoint.pt --students runs/distill-small --data data/cache-paper --out runs/eval -k 16
+
+  pdd-eval --teacher runs/teacher-small/checkpoint.pt --data data/cache-paper --out runs/eval-quick -k 8 --steps 64,8,1
+
+  pdd-eval --generated other-system/wavs --reference data/piano-heldout --out runs/eval-other
+"""
+
+app = make_app(HELP)
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--steps must be a comma-separated list of integers, got {text!r}") from None
+    if not steps or min(steps) < 1:
+        raise ConfigError(f"--steps must list positive step counts, got {text!r}")
+    return steps
+
+
+@app.command(help=HELP)
+@user_errors
+def run(
+    out: Path = typer.Option(..., "--out", help="Output folder (refused if it holds files, unless --force)."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher checkpoint (model mode)."),
+    students: Optional[Path] = typer.Option(None, "--students", help="pdd-distill folder with student-N.pt (model mode)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Mel cache whose held-out clips are the reference (model mode)."),
+    generated: Optional[Path] = typer.Option(None, "--generated", help="Folder of generated audio (folder mode)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Folder of reference audio (folder mode)."),
+    preset: str = typer.Option("paper", "--preset", help="Audio preset of the mel front end in folder mode."),
+    clips: int = typer.Option(16, "-k", "--clips", help="Generated clips per row."),
+    steps: str = typer.Option(",".join(str(s) for s in STANDARD_STEPS), "--steps", help="Step counts of the rows."),
+    reference_steps: int = typer.Option(1024, "--reference-steps", help="Teacher DDIM steps that fidelity is measured against."),
+    reference_clips: int = typer.Option(64, "--reference-clips", help="At most this many held-out reference clips."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the noise (and of the held-out split)."),
+    gl_iters: int = typer.Option(32, "--gl-iters", help="Griffin-Lim iterations."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Sampling batch size."),
+    fd_bp: bool = typer.Option(True, "--fd-bp/--no-fd-bp", help="Compute FD-BP (needs basic-pitch)."),
+    wavs: bool = typer.Option(True, "--wavs/--no-wavs", help="Write every row's clips as WAV."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier evaluation in --out (only its own files)."),
+) -> None:
+    folder_mode = generated is not None or reference is not None
+    model_mode = teacher is not None or students is not None or data is not None
+    if folder_mode and model_mode:
+        raise ConfigError("use either --teacher/--students/--data (model mode) or --generated/--reference (folder mode)")
+    if folder_mode:
+        if generated is None or reference is None:
+            raise ConfigError("folder mode needs both --generated DIR and --reference DIR")
+        from pdd.training.evaluate import evaluate_folders
+
+        evaluate_folders(generated, reference, out, get_preset(preset), fd_bp=fd_bp, force=force)
+        print(f"pdd-eval: wrote {out / 'table.md'}")
+        return
+    if teacher is None or data is None:
+        raise ConfigError("model mode needs --teacher CHECKPOINT and --data CACHE (and usually --students DIR); "
+                          "or score folders with --generated DIR --reference DIR")
+    if threads is not None and threads < 1:
+        raise ConfigError("--threads must be >= 1")
+    settings = EvalSettings(clips=clips, seed=seed, steps=parse_steps(steps), reference_steps=reference_steps,
+                            gl_iters=gl_iters, batch_size=batch_size, reference_clips=reference_clips, fd_bp=fd_bp,
+                            wavs=wavs)
+    from pdd.training.evaluate import evaluate_models
+
+    result = evaluate_models(teacher, students, data, out, settings, device=device, threads=threads, force=force)
+    for c in result.comparisons:
+        verdict = {True: "beats", False: "does not beat", None: "—"}[c["student_better_fd_mel"]]
+        print(f"pdd-eval: student@{c['steps']} {verdict} teacher DDIM@{c['steps']} on FD-mel "
+              f"({c['student_fd_mel']:.4g} vs {c['teacher_fd_mel']:.4g})")
+    print(f"pdd-eval: wrote {out / 'table.md'}")
+
+
+def main() -> None:
+    app()

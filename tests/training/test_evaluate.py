@@ -1,0 +1,131 @@
+"""Tests for pdd.training.evaluate: held-out splits, reference audio, the quality-vs-steps table, folder scoring."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pdd.runtime.audio import write_audio
+from pdd.runtime.config import get_preset
+from pdd.runtime.errors import ConfigError
+from pdd.runtime.mel import log_mel
+from pdd.training.cache import open_cache, synthetic_piece, write_synthetic_cache
+from pdd.training.checkpoint import CheckpointInfo, make_checkpoint_state, save_checkpoint
+from pdd.training.distill import distill, prepare_distill_run
+from pdd.training.evaluate import EvalSettings, Scorer, evaluate_folders, evaluate_models, held_out_sets, split_by_source
+from pdd.training.prepare import PrepareParams, prepare_cache
+from pdd.training.unet1d import UNet1D, unet_config
+
+TINY = get_preset("tiny")
+HAVE_BASIC_PITCH = importlib.util.find_spec("basic_pitch") is not None
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_split_by_source_keeps_files_whole_and_halves_balanced():
+    ids = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3, 4, 4, 5])
+    a, b = split_by_source(ids, seed=0)[:2]
+    assert set(a).isdisjoint(b) and sorted([*a, *b]) == list(range(ids.size))
+    assert set(ids[a]).isdisjoint(ids[b])  # no source file on both sides
+    assert abs(a.size - b.size) <= 3
+    single = split_by_source(np.zeros(7, dtype=int), seed=0)
+    assert single[2] is False and set(single[0]).isdisjoint(single[1]) and single[0].size + single[1].size == 7
+
+
+def test_scorer_is_zero_on_its_own_reference_and_grows_for_other_music():
+    waves = [synthetic_piece(TINY, 1.5, seed=s) for s in range(6)]
+    scorer = Scorer(TINY, [log_mel(w, TINY) for w in waves], waves, embedder=None)
+    same = scorer.score(waves)
+    assert same["fd_mel"] == pytest.approx(0.0, abs=1e-6) and same["fd_bp"] is None
+    quieter = scorer.score([w * 0.1 for w in waves])  # −20 dB
+    assert quieter["fd_mel"] > 100
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny teacher checkpoint (random weights) and a distillation folder with student-2 and student-1."""
+    root = tmp_path_factory.mktemp("models")
+    cache = write_synthetic_cache(root / "cache", TINY, n_train=8, n_heldout=8)
+    torch.manual_seed(0)
+    config = unet_config("tiny", TINY)
+    model = UNet1D(config)
+    torch.nn.init.normal_(model.output_conv.weight, std=0.05)
+    info = CheckpointInfo(kind="teacher", audio=TINY, model=config, lineage=[{"kind": "teacher", "data": str(cache)}])
+    teacher = save_checkpoint(root / "checkpoint.pt", make_checkpoint_state(model, info))
+    record = prepare_distill_run(root / "distill", teacher, None,
+                                 dict(from_steps=4, to_steps=1, steps_per_round=2, batch_size=2))
+    distill(record, root / "distill", device="cpu", progress=False, console_print=False)
+    return teacher, root / "distill", cache
+
+
+def test_quality_table_has_every_row_and_its_files(models, tmp_path):
+    teacher, students, cache = models
+    settings = EvalSettings(clips=3, steps=(4, 2, 1), reference_steps=4, fd_bp=HAVE_BASIC_PITCH)
+    result = evaluate_models(teacher, students, cache, tmp_path / "eval", settings, device="cpu", log=lambda _: None)
+    names = [r.name for r in result.rows]
+    assert names == ["real vs real", "Griffin-Lim ceiling", "teacher DDIM@4", "teacher DDIM@2", "student@2",
+                     "teacher DDIM@1", "student@1"]
+    rows = {r.name: r for r in result.rows}
+    assert rows["teacher DDIM@4"].fidelity_db == 0.0  # the fidelity reference itself
+    assert rows["student@1"].fidelity_db > 0 and rows["student@1"].sample_s_per_clip > 0
+    for r in result.rows:
+        assert r.fd_mel is not None and r.fd_mel >= 0 and r.flux_mean is not None
+        assert (r.fd_bp is not None) == HAVE_BASIC_PITCH
+    assert [c["steps"] for c in result.comparisons] == [2, 1]
+    out = tmp_path / "eval"
+    for name in ("table.md", "table.json", "metrics_vs_steps.png", "spectrograms.png"):
+        assert (out / name).is_file()
+    assert len(list((out / "wavs" / "student-at-1").glob("*.wav"))) == 3
+    table = json.loads((out / "table.json").read_text())
+    assert table["format"] == "pdd-eval/1" and len(table["rows"]) == 7
+    markdown = (out / "table.md").read_text()
+    assert "not VGGish FAD" in markdown or "FD-BP skipped" in markdown
+    with pytest.raises(ConfigError, match="already holds files"):
+        evaluate_models(teacher, students, cache, out, settings, device="cpu", log=lambda _: None)
+
+
+def test_reference_audio_is_the_original_when_the_source_folder_exists(tmp_path):
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    for i in range(4):
+        write_audio(audio_dir / f"piece-{i}.wav", synthetic_piece(TINY, 4.0, seed=i), TINY.sample_rate, subtype="float")
+    prepare_cache(audio_dir, tmp_path / "cache", TINY, PrepareParams(heldout_fraction=0.5))
+    cache = open_cache(tmp_path / "cache")
+    held = held_out_sets(cache, clips=4, reference_clips=8, seed=0)
+    assert held.waves_a is not None and held.by_source and "original" in held.audio_note
+    np.testing.assert_allclose(log_mel(held.waves_b, TINY), held.mels_b, atol=2e-3)  # float16 cache
+    shutil.rmtree(audio_dir)
+    fallback = held_out_sets(cache, clips=4, reference_clips=8, seed=0)
+    assert fallback.waves_a is None and "Griffin-Lim" in fallback.audio_note
+
+
+def test_too_few_held_out_clips_is_a_clear_error(tmp_path):
+    cache = open_cache(write_synthetic_cache(tmp_path / "c", TINY, n_train=4, n_heldout=2))
+    with pytest.raises(ConfigError, match="at least 4"):
+        held_out_sets(cache, clips=4, reference_clips=8, seed=0)
+
+
+def test_folder_scoring_of_any_wavs(tmp_path):
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    gen.mkdir()
+    ref.mkdir()
+    for i in range(4):
+        write_audio(ref / f"r{i}.wav", synthetic_piece(TINY, 2.0, seed=i), TINY.sample_rate)
+        write_audio(gen / f"g{i}.wav", synthetic_piece(TINY, 2.0, seed=i), TINY.sample_rate)
+    (gen / "broken.wav").write_text("not audio")
+    result = evaluate_folders(gen, ref, tmp_path / "out", TINY, fd_bp=False, log=lambda _: None)
+    assert result.rows[0].fd_mel == pytest.approx(0.0, abs=1e-6)  # the same music
+    assert any("broken.wav" in note for note in result.notes)  # skipped and named, not fatal
+    assert "FD-BP disabled" in (tmp_path / "out" / "table.md").read_text()
