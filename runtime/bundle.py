@@ -36,7 +36,8 @@ Manifest schema (every key required unless marked optional)::
                       Names per graph: denoiser (z_t, t) → v; sampler (z_1) → x0; vocoder (x0 (batch, CF, L),
                       phase0 (batch, n_freqs, frames)) → waveform (batch, samples); the vocoder GRAPH also carries
                       "gl_iters" (int) and "gl_momentum" (float) it was built with.
-    external_data     file name of the shared external-data file, or null
+    external_data     file name of the shared external-data file, or null (name it "*.onnx.data": that is the pattern
+                      pyproject's package-data ships for bundles under engines/)
     files             {relpath: sha256} of every file above (graphs, external data, golden) — filled by write_manifest
     golden            "golden.npz" or null (optional key)
     opset             ONNX opset (int)
@@ -49,6 +50,8 @@ Manifest schema (every key required unless marked optional)::
                       Plans are NOT in `files` (they are per machine); a runtime that builds a plan on first use writes
                       the same PLANS dict to trt/<key>/plans.json instead of touching the manifest. A plan whose
                       source_sha256 differs from the current graph's is stale and never loaded.
+
+`pdd-run --verify` compares each golden output relative to its peak with GOLDEN_TOLERANCE (below).
 
 `load_bundle` checks, in order: folder and manifest exist and parse, the format version, required keys, the audio preset
 and its consistency with pack/graph shapes, the schedule against schedule.py, every sha256, and (unless

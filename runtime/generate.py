@@ -177,12 +177,13 @@ def generate(
         noise = NoiseStream(options.seed, bundle.packed_shape)
         results: list[ClipResult] = []
         pending: list[np.ndarray] = []
-        pending_ms = 0.0
+        pending_ms = np.zeros(2)  # this file's share of (sample, decode) time
         done = 0
         while done < total_clips:
             # Always a full batch (fixed shapes for CUDA graphs / plans); surplus clips' noise is drawn and dropped.
+            before = np.array([sampler.timings.sample_ms, sampler.timings.decode_ms])
             waves = sampler(noise.take(batch))
-            clip_ms = sampler.timings.per_batch_ms[-1] / batch
+            clip_ms = (np.array([sampler.timings.sample_ms, sampler.timings.decode_ms]) - before) / batch
             for wave in waves[: total_clips - done]:
                 pending.append(wave)
                 pending_ms += clip_ms
@@ -190,8 +191,10 @@ def generate(
                 if len(pending) == options.seamless:
                     index = len(results)
                     joined = crossfade_join(pending, overlap)
-                    results.append(_write_clip(options, bundle, backend, sampler, all_paths[index], index, joined, pending_ms, setup_ms))
-                    pending, pending_ms = [], 0.0
+                    results.append(
+                        _write_clip(options, bundle, backend, sampler, all_paths[index], index, joined, pending_ms, setup_ms)
+                    )
+                    pending, pending_ms = [], np.zeros(2)
             if progress:
                 progress(done, total_clips)
     return results
@@ -224,7 +227,7 @@ def crossfade_join(waves: list[np.ndarray], overlap: int) -> np.ndarray:
 
 def _write_clip(
     options: RunOptions, bundle: Bundle, backend: Backend, sampler: Sampler, paths: dict[str, Path], index: int,
-    wave: np.ndarray, generate_ms: float, setup_ms: float,
+    wave: np.ndarray, stage_ms: np.ndarray, setup_ms: float,
 ) -> ClipResult:
     write_start = time.perf_counter()
     audio = write_audio(paths["audio"], wave, bundle.audio.sample_rate, subtype=options.subtype, overwrite=options.overwrite)
@@ -253,8 +256,11 @@ def _write_clip(
         "seconds": round(wave.shape[-1] / bundle.audio.sample_rate, 4),
         "audio_file": audio.name,
         "timings_ms": {
-            "setup": round(setup_ms, 3),
-            "generate": round(generate_ms, 3),  # this file's share of its batches (noise → waveform)
+            "setup": round(setup_ms, 3),  # bundle load + hash checks + backend sessions, once per run
+            # This file's share of its batches: noise → x̂0 (sample), x̂0 → waveform (decode), and their sum.
+            "sample": round(float(stage_ms[0]), 3),
+            "decode": round(float(stage_ms[1]), 3),
+            "generate": round(float(stage_ms.sum()), 3),
             "write": round((time.perf_counter() - write_start) * 1e3, 3),
         },
     }

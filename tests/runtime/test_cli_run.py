@@ -257,3 +257,49 @@ def test_console_script_cold_run(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "wrote 2 clip(s)" in result.stdout and "Traceback" not in result.stderr
+
+
+EXPORT_TINY = r"""
+import sys
+from pathlib import Path
+import torch
+from pdd.export.bundle_writer import ExportOptions, export_bundle
+from pdd.runtime.config import get_preset
+from pdd.training.checkpoint import CheckpointInfo, make_checkpoint_state, save_checkpoint
+from pdd.training.unet1d import UNet1D, unet_config
+
+root = Path(sys.argv[1])
+audio = get_preset("tiny")
+config = unet_config("tiny", audio)
+torch.manual_seed(0)
+model = UNet1D(config)
+with torch.no_grad():
+    for param in model.parameters():
+        param.add_(torch.randn_like(param) * 0.02)  # the U-Net zero-initialises its output layers
+info = CheckpointInfo(kind="student", audio=audio, model=config, steps=2, lineage=[{"test": "runtime"}])
+ckpt = save_checkpoint(root / "student-2.pt", make_checkpoint_state(model, info))
+export_bundle(ExportOptions(ckpt=ckpt, steps=2, out=root / "tiny-2", gl_iters=4))
+"""
+
+
+@pytest.mark.slow
+def test_a_real_exported_bundle_runs_end_to_end(tmp_path: Path) -> None:
+    """pdd-export (in a separate process: torch stays out of this one) → pdd-run --verify and both modes."""
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("torch", "onnx", "pdd.export.bundle_writer")):
+        pytest.skip("needs the [export] extra (torch, onnx)")
+    made = subprocess.run([sys.executable, "-c", EXPORT_TINY, str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr
+    engine = tmp_path / "tiny-2"
+    result = pdd_run("--engine", engine, "--verify")
+    assert result.exit_code == 0 and "FAIL" not in result.output, result.output
+    waves = {}
+    for mode in ("sampler", "loop"):
+        result = pdd_run("--engine", engine, "-n", 2, "--mode", mode, "--float", "--out", tmp_path / mode)
+        assert result.exit_code == 0, result.output
+        waves[mode], rate = sf.read(str(tmp_path / mode / "pdd-0-1.wav"), dtype="float32")
+        assert rate == 16000 and waves[mode].shape == (load_bundle(engine).audio.clip_samples,)
+    # Fast Griffin-Lim (momentum 0.99) amplifies the modes' ~1e-7 x̂0 difference; export's vocoder tolerance bounds it.
+    peak = np.abs(waves["sampler"]).max()
+    assert np.abs(waves["sampler"] - waves["loop"]).max() <= 2e-3 * max(peak, 1.0)
