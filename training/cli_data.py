@@ -52,7 +52,9 @@ def corpus(
     sample_rate: int = typer.Option(22050, "--sample-rate", help="Render rate in Hz (the paper preset's rate)."),
     peak_db: float = typer.Option(-1.0, "--peak-db", help="Peak-normalise every work to this level (dBFS)."),
     workers: int = typer.Option(2, "--workers", help="Scores converted and rendered at once (one process each)."),
-    time_limit: float = typer.Option(120.0, "--time-limit", help="Seconds allowed per score before it is skipped."),
+    time_limit: float = typer.Option(
+        120.0, "--time-limit", help="Seconds per score before it is skipped (re-runs retry it only with a longer limit)."
+    ),
     force: bool = typer.Option(False, "--force", help="Re-render a folder that was rendered with other settings."),
 ) -> None:
     """Render music21's bundled scores to mono piano FLAC with FluidSynth, plus a corpus.json manifest.

@@ -61,7 +61,7 @@ SOUNDFONT_CANDIDATES = (
     "/usr/share/soundfonts/default.sf2",
     "/usr/share/soundfonts/FluidR3_GM.sf2",
 )
-# A failure we remember across runs (the same music21 gives the same error); time-outs depend on load and are retried.
+# Failures are remembered across runs (the same music21 gives the same error); a time-out is retried with a longer limit.
 TIMEOUT_PREFIX = "timed out"
 
 
@@ -415,13 +415,22 @@ def reusable_entry(previous: dict[str, Any] | None, work: Work, out: Path, verif
     return None
 
 
-def remembered_failure(previous: dict[str, Any] | None, work: Work) -> str | None:
-    """A previous run's deterministic failure of `work` (parse/expand errors); time-outs are retried."""
+def remembered_failure(previous: dict[str, Any] | None, work: Work, time_limit: float) -> str | None:
+    """A previous run's failure of `work` that would happen again: any parse/expand error (the same music21 gives the
+    same error), and a time-out unless `time_limit` is now longer than the one it ran out of."""
     if previous is None:
         return None
     for entry in previous.get("skipped", []):
-        if entry.get("id") == work.id and not str(entry.get("reason", "")).startswith(TIMEOUT_PREFIX):
-            return str(entry["reason"])
+        if entry.get("id") != work.id:
+            continue
+        reason = str(entry.get("reason", ""))
+        if reason.startswith(TIMEOUT_PREFIX):
+            try:
+                old_limit = float(reason[len(TIMEOUT_PREFIX) :].split()[1])
+            except (IndexError, ValueError):
+                return None
+            return reason if time_limit <= old_limit else None
+        return reason
     return None
 
 
@@ -500,7 +509,7 @@ def render_corpus(
     todo = []
     for work in works:
         entry = reusable_entry(previous, work, out)
-        reason = remembered_failure(previous, work)
+        reason = remembered_failure(previous, work, time_limit)
         if entry is not None:
             done[work.id] = entry
             report.reused.append(entry)

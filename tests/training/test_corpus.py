@@ -226,11 +226,13 @@ def test_failing_and_slow_scores_are_skipped_and_listed(tmp_path, monkeypatch):
     # a parse failure is remembered (not retried); the rendered work is reused
     again = render_corpus(out, ["bach"], time_limit=60)
     assert again.skipped == report.skipped and len(again.reused) == 1 and not again.rendered
-    # a time-out is reported, and retried on the next run
+    # a time-out is reported, remembered under the same limit, and retried with a longer one
     slow_out = tmp_path / "slow"
     timed = render_corpus(slow_out, ["bach"], time_limit=0.05)
     reasons = {s["id"]: s["reason"] for s in timed.skipped}
     assert reasons[CHORALES[0]] == "timed out after 0.05 s" and not timed.rendered
+    same = render_corpus(slow_out, ["bach"], time_limit=0.05)
+    assert {s["id"]: s["reason"] for s in same.skipped} == reasons and not same.rendered
     retried = render_corpus(slow_out, ["bach"], time_limit=60)
     assert [e["id"] for e in retried.rendered] == [CHORALES[0]]
 
