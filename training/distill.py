@@ -410,7 +410,9 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
     if len(dataset) == 0:
         raise ConfigError(f"{record['data']} has no training clips")
     plan = BatchPlan(len(dataset), config.batch_size, Dist(), config.seed)
-    probe = torch.stack([dataset[i] for i in range(min(4, len(dataset)))]).to(torch_device)
+    # Fixed clips (no random shift) on which every round logs the student's one-step error before and after.
+    unshifted = MelDataset(cache, split="train", random_shift=False)
+    probe = torch.stack([unshifted[i] for i in range(min(4, len(unshifted)))]).to(torch_device)
 
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / RUN_FILE, record)
@@ -534,6 +536,8 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
         pass
     finally:
         bar.close()
+    if console_print and start_round == len(rounds):
+        print(f"pdd-distill: {out} is already complete (students {', '.join(str(n) for n in rounds)})")
     if console_print and summaries:
         for s in summaries:
             print(f"pdd-distill: student-{s['round']}: one-step error vs the teacher's two steps "
