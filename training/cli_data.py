@@ -98,7 +98,9 @@ def prepare(
         None, "--hop", help="Seconds between clip starts (default: one clip length, no overlap)."
     ),
     silence_db: float = typer.Option(-50.0, "--silence-db", help="Drop clips whose RMS is below this level (dBFS)."),
-    heldout: float = typer.Option(0.1, "--heldout", help="Fraction of source files held out for evaluation."),
+    heldout: float = typer.Option(
+        0.1, "--heldout", "--heldout-fraction", help="Fraction of source files held out for evaluation."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/held-out split by source file."),
     dtype: str = typer.Option("float16", "--dtype", help="float16 (half the disk) or float32."),
     force: bool = typer.Option(False, "--force", help="Rebuild a cache made with another preset, or a corrupt one."),
