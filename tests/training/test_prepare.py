@@ -282,3 +282,14 @@ def test_cache_inside_the_audio_folder_is_not_read_back(music_dir):
 def test_bad_parameters(params, music_dir, tmp_path):
     with pytest.raises(ConfigError):
         prepare_cache(music_dir, tmp_path / "cache", TINY, params)
+
+
+@pytest.mark.parametrize("fmt, subtype, suffix", [("OGG", "VORBIS", ".ogg"), ("MP3", "MPEG_LAYER_III", ".mp3")])
+def test_compressed_formats_are_read(tmp_path, fmt, subtype, suffix):
+    if fmt not in sf.available_formats():
+        pytest.skip(f"this libsndfile cannot write {fmt}")
+    root = tmp_path / "lossy"
+    _write(root / f"song{suffix}", _piece(3.5, seed=8, rate=22050), 22050, format=fmt, subtype=subtype)
+    report = prepare_cache(root, tmp_path / "cache", TINY, _params(heldout_fraction=0.0))
+    assert report.files_read == 1 and not report.skipped_files and report.clips_kept == 2
+    assert open_cache(tmp_path / "cache").sources("train") == [f"song{suffix}"] * 2
