@@ -126,7 +126,10 @@ class OrtBackend(Backend):
                 }
                 chosen.append((TRT_EP, {
                     "device_id": 0,
-                    "trt_fp16_enable": self.bundle.precision == "fp16",
+                    # Off even for fp16 bundles: the EP builds weakly typed networks, where this flag lets TensorRT demote
+                    # the GroupNorm/softmax layers export kept in fp32 (fp16 GroupNorm overflows). The fp16 ONNX weights
+                    # still apply; the native `trt` backend builds strongly typed plans for full fp16 speed.
+                    "trt_fp16_enable": False,
                     "trt_max_workspace_size": TRT_WORKSPACE_BYTES,
                     "trt_engine_cache_enable": True,
                     "trt_engine_cache_path": cache,

@@ -10,6 +10,10 @@ async copies in → `execute_async_v3` → async copies out on one stream; optio
 captured once as a CUDA graph and replayed. Outputs kept on the device (`keep=`) need no
 synchronisation, so a request (sampler → vocoder) synchronises once, when the waveform comes back.
 
+Precision: plans are strongly typed where TensorRT supports it (the ONNX dtypes decide, so an fp16 bundle runs fp16 with
+the layers export kept fp32 intact); TensorRT's default TF32 for fp32 convolutions stays on (Ampere+), which is why
+`--verify` on TensorRT uses the looser tolerance column (bundle.golden_tolerance).
+
 `tensorrt` and `cuda-python` are imported lazily, here only; without them (or without a GPU) creating the backend raises
 BackendUnavailable naming what to install.
 """
@@ -184,8 +188,8 @@ def build_plan(
         raise BundleError(f"{onnx_path}: TensorRT cannot parse it ({errors}); {REEXPORT}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if precision == "fp16" and not strongly_typed:
-        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "fp16" and not strongly_typed and spec.name != "vocoder":
+        config.set_flag(trt.BuilderFlag.FP16)  # older TensorRT: best effort; the Griffin-Lim graph stays fp32 regardless
     profile = builder.create_optimization_profile()
     for tensor in spec.inputs:
         profile.set_shape(tensor.name, tensor.concrete(min_batch), tensor.concrete(opt_batch), tensor.concrete(max_batch))
