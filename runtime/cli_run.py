@@ -28,9 +28,9 @@ Examples:
 
   pdd-run -n 1 --seamless 4 --crossfade 0.5      # one longer file: 4 clips joined with crossfades
 
-Modes: `sampler` runs the fused N-step graph in one call (steps fixed at export); `loop` calls the denoiser per step
-with the DDIM update on the host and accepts any divisor of the bundle's N. Vocoder `auto`: the bundle's Griffin-Lim graph
-on a GPU, numpy Griffin-Lim on the CPU (or whenever --gl-iters differs from the graph's).
+Modes: `sampler` runs the fused N-step graph in one call (steps fixed at export); `loop` calls the denoiser per step with the DDIM update on the host and accepts any divisor of the bundle's N.
+
+Vocoder `auto`: the bundle's Griffin-Lim graph on a GPU, numpy Griffin-Lim on the CPU (or whenever --gl-iters differs from the graph's).
 """
 
 app = make_app(HELP)
