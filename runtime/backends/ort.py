@@ -179,6 +179,9 @@ class OrtBackend(Backend):
                 raise self._load_error(path, retry_exc) from None
         check_graph_io(self.bundle, spec.name, session.get_inputs(), session.get_outputs())
         used = session.get_providers()
+        # Providers that failed to start for this graph (e.g. the TensorRT EP without TensorRT libraries) are dropped for
+        # the next graphs: no repeated load attempts and log noise.
+        self.providers = [p for p in self.providers if p in used or p == CPU_EP]
         if not any(p in GPU_EPS for p in used):
             if self.requested_device == "cuda":
                 raise BackendUnavailable(
