@@ -58,6 +58,7 @@ def export(
     )
     report = export_bundle(options, progress=lambda message: print(f"pdd-export: {message}", file=sys.stderr, flush=True))
     print(f"wrote {report.out} in {report.seconds:.1f} s ({', '.join(report.graphs)})")
+    print("  time: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.stage_seconds.items()))
     for relpath, size in report.files.items():
         print(f"  {relpath:<40} {human_size(size):>10}")
     print(f"  {'total':<40} {human_size(sum(report.files.values())):>10}")

@@ -260,7 +260,7 @@ def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _all_initializers(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
-    """Initializers of the main graph plus tensors inside Constant nodes' attributes are left alone (they are small)."""
+    """The main graph's initializers (the exporter emits no subgraphs here, and Constant nodes only hold small tensors)."""
     return list(proto.graph.initializer)
 
 

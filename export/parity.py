@@ -7,7 +7,8 @@ output scale). Tolerances, relative to the reference's peak:
 |----------|------|------|--------------------------------------------------------------------------------------|
 | denoiser | 1e-4 | 3e-2 | one U-Net call; fp32 reorders sums (~1e-6 seen), fp16 has an 11-bit mantissa          |
 | sampler  | 1e-3 | 5e-2 | N calls compound the denoiser's error                                                |
-| vocoder  | 2e-3 | —    | 32 momentum-0.99 Griffin-Lim iterations amplify float32 rounding (~3e-4 seen); fp32 always |
+| vocoder  | 1e-2 | —    | momentum-0.99 Griffin-Lim amplifies float32 rounding: ~1e-6 after 1 iteration, up to  |
+|          |      |      | ~1.3e-3 after 32 (seen); a real bug (sign, window, hop, scale) errs by O(1). fp32 always |
 
 The vocoder is also compared with the runtime's numpy Griffin-Lim (`pdd.runtime.griffinlim.griffin_lim`) with the same
 tolerance: the two implementations of one algorithm (DESIGN §3).
@@ -31,8 +32,8 @@ TOLERANCE = {
     ("denoiser", "fp16"): 3e-2,
     ("sampler", "fp32"): 1e-3,
     ("sampler", "fp16"): 5e-2,
-    ("vocoder", "fp32"): 2e-3,
-    ("vocoder-numpy", "fp32"): 2e-3,
+    ("vocoder", "fp32"): 1e-2,
+    ("vocoder-numpy", "fp32"): 1e-2,
 }
 
 

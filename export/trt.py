@@ -139,7 +139,7 @@ def build_plan(
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_file)):  # from the file, so external weights beside it are found
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        errors = "; ".join(_parser_error(parser.get_error(i)) for i in range(parser.num_errors))
         raise TrtBuildError(f"TensorRT cannot parse {onnx_file.name}: {errors or 'unknown parser error'}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
@@ -153,9 +153,17 @@ def build_plan(
         )
     config.add_optimization_profile(profile)
     cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    config.set_timing_cache(cache, False)  # False: refuse a cache from another device or TensorRT version
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise TrtBuildError(f"TensorRT failed to build a plan for {onnx_file.name} (see the TensorRT log above)")
     cache_file.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
     return bytes(memoryview(serialized))
+
+
+def _parser_error(error: Any) -> str:
+    """IParserError → "node NAME (OP): description" (str() of it is only an object repr)."""
+    desc = error.desc() if hasattr(error, "desc") else str(error)
+    node = error.node_name() if hasattr(error, "node_name") else ""
+    op = error.node_operator() if hasattr(error, "node_operator") else ""
+    return f"node {node} ({op}): {desc}" if node or op else desc

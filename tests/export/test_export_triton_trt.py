@@ -19,7 +19,6 @@ from pdd.export.cli import app
 from pdd.export.triton import Enum, TritonError, render, write_repository
 from pdd.export.trt import network_flags
 from pdd.runtime.bundle import load_bundle, plan_key, sha256_file
-from pdd.runtime.errors import BackendUnavailable
 
 
 def _model_config_schema():

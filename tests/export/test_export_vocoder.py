@@ -1,7 +1,8 @@
 """The Griffin-Lim vocoder graph against the runtime's numpy path (DESIGN §3: two implementations of one algorithm).
 
-Tolerance: max |graph − numpy| ≤ 2e-3 of the reference waveform's peak (pdd.export.parity.TOLERANCE). Momentum-0.99
-Griffin-Lim amplifies float32 rounding over its iterations; with no iterations the two agree to ~1e-6.
+Tolerances, as max |graph − numpy| over the reference waveform's peak: 1e-5 with 0–1 iterations (no amplification yet),
+2e-3 up to 8 iterations, and the export's own tolerance (pdd.export.parity.TOLERANCE, 1e-2) at the shipped 32, where
+momentum-0.99 Griffin-Lim has amplified float32 rounding to ~1e-3.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pdd.export.vocoder import GriffinLimVocoder
 from pdd.runtime.config import get_preset
 from pdd.runtime.griffinlim import initial_phase
 
-VOCODER_TOLERANCE = TOLERANCE[("vocoder-numpy", "fp32")]
+FEW_ITERS_TOLERANCE = 2e-3
+EXPORT_TOLERANCE = TOLERANCE[("vocoder-numpy", "fp32")]
 
 
 def _inputs(audio, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +42,7 @@ def test_torch_vocoder_matches_numpy_griffin_lim(n_iter: int) -> None:
         got = GriffinLimVocoder(audio, n_iter=n_iter)(torch.from_numpy(x0), torch.from_numpy(phase0)).numpy()
     want = numpy_vocoder(x0, phase0, audio, n_iter, 0.99)
     assert got.shape == want.shape == (2, audio.clip_samples)
-    limit = 1e-5 if n_iter <= 1 else VOCODER_TOLERANCE  # no amplification yet with 0–1 iterations
+    limit = 1e-5 if n_iter <= 1 else FEW_ITERS_TOLERANCE
     assert _relative_error(got, want) <= limit
 
 
@@ -49,7 +51,7 @@ def test_momentum_zero_is_classic_griffin_lim() -> None:
     x0, phase0 = _inputs(audio, batch=1, seed=3)
     with torch.no_grad():
         got = GriffinLimVocoder(audio, n_iter=4, momentum=0.0)(torch.from_numpy(x0), torch.from_numpy(phase0)).numpy()
-    assert _relative_error(got, numpy_vocoder(x0, phase0, audio, 4, 0.0)) <= VOCODER_TOLERANCE
+    assert _relative_error(got, numpy_vocoder(x0, phase0, audio, 4, 0.0)) <= FEW_ITERS_TOLERANCE
 
 
 def test_bad_settings_are_refused() -> None:
@@ -74,7 +76,7 @@ def test_onnx_vocoder_matches_numpy_at_another_batch_size(tiny_vocoder_graph: on
     got = run_graph(tiny_vocoder_graph, {"x0": x0, "phase0": phase0})["waveform"]
     want = numpy_vocoder(x0, phase0, audio, 6, 0.99)
     assert got.shape == (3, audio.clip_samples)
-    assert _relative_error(got, want) <= VOCODER_TOLERANCE
+    assert _relative_error(got, want) <= FEW_ITERS_TOLERANCE
 
 
 def test_onnx_vocoder_builds_dft_bases_in_graph(tiny_vocoder_graph: onnx.ModelProto) -> None:
@@ -99,4 +101,4 @@ def test_paper_preset_vocoder_graph_parity_and_size(tmp_path) -> None:
     assert path.stat().st_size < 1_000_000
     x0, phase0 = _inputs(audio, batch=2, seed=7)
     got = run_graph(str(path), {"x0": x0, "phase0": phase0})["waveform"]
-    assert _relative_error(got, numpy_vocoder(x0, phase0, audio, 32, 0.99)) <= VOCODER_TOLERANCE
+    assert _relative_error(got, numpy_vocoder(x0, phase0, audio, 32, 0.99)) <= EXPORT_TOLERANCE
