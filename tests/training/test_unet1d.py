@@ -124,3 +124,34 @@ def test_exports_to_onnx_with_a_dynamic_batch(tmp_path) -> None:
             want = model(x, t).numpy()
         assert got.shape == want.shape
         assert abs(got - want).max() < 1e-4
+
+
+def test_input_skip_is_on_by_default_and_old_configs_load_without_it() -> None:
+    config = unet_config("tiny", TINY)
+    assert config.input_skip
+    legacy = {k: v for k, v in config.to_dict().items() if k != "input_skip"}
+    old = UNetConfig.from_dict(legacy)
+    assert not old.input_skip
+    assert not hasattr(UNet1D(old), "skip_conv")
+
+
+def test_the_network_sees_what_the_input_conv_drops() -> None:
+    """Noise in the null space of the narrowing input conv changes v̂ only through the full-rank skip."""
+    torch.manual_seed(0)
+    channels, length = TINY.packed_shape
+
+    def null_direction(model: UNet1D) -> torch.Tensor:
+        basis = torch.eye(channels * length).reshape(-1, channels, length)
+        with torch.no_grad():
+            operator = (model.input_conv(basis) - model.input_conv.bias[:, None]).reshape(channels * length, -1).T
+        _, _, vh = torch.linalg.svd(operator)
+        return vh[-1].reshape(1, channels, length)  # the input conv maps it to (numerically) zero
+
+    x, t = torch.randn(1, channels, length), torch.tensor([0.3])
+    for skip in (False, True):
+        model = trained_like(UNet1D(unet_config("tiny", TINY, input_skip=skip))).eval()
+        direction = null_direction(model)
+        with torch.no_grad():
+            assert model.input_conv(direction).sub(model.input_conv.bias[:, None]).abs().max() < 1e-4
+            change = (model(x + direction, t) - model(x, t)).abs().max().item()
+        assert (change > 1e-3) if skip else (change < 1e-4), (skip, change)
