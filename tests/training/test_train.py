@@ -200,3 +200,18 @@ def test_cli_errors_are_one_line(cache: Path, tmp_path: Path) -> None:
 def test_help_has_an_example() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0 and "pdd-train --data" in result.output and "--resume" in result.output
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cuda_trains_and_resumes(cache: Path, tmp_path: Path, precision: str) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    settings = {**FAST, "threads": None}
+    config = TrainConfig(data=str(cache), steps=20, checkpoint_every=10, precision=precision, device="cuda", **settings)
+    result = train(config, tmp_path / "run", progress=False, console_print=False)
+    assert result.last_loss is not None and result.last_loss == result.last_loss  # finite, not NaN
+    longer = prepare_run(tmp_path / "run", {"steps": 30}, resume=True)
+    assert train(longer, tmp_path / "run", resume=True, progress=False, console_print=False).step == 30
+    model, _ = load_denoiser(result.checkpoint, device="cuda")
+    assert next(model.parameters()).is_cuda
