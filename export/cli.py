@@ -3,13 +3,14 @@ optionally TensorRT plans and a Triton model repository."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from pdd.export.bundle_writer import PRECISIONS, ExportError, ExportOptions, export_bundle, human_size
+from pdd.export.bundle_writer import MAX_UNROLLED_STEPS, PRECISIONS, ExportError, ExportOptions, export_bundle, human_size
 from pdd.runtime.cli_common import make_app, user_errors
 from pdd.runtime.griffinlim import DEFAULT_ITERS
 
@@ -41,7 +42,7 @@ def export(
     precision: str = typer.Option("fp32", "--precision", help="fp32, or fp16 weights with fp32 norms/softmax/vocoder."),
     gl_iters: int = typer.Option(DEFAULT_ITERS, "--gl-iters", help="Griffin-Lim iterations baked into vocoder.onnx."),
     trt: bool = typer.Option(False, "--trt", help="Also build TensorRT plans for this GPU (needs tensorrt + a GPU)."),
-    trt_max_batch: int = typer.Option(8, "--trt-max-batch", help="Largest batch the TensorRT plans (and Triton) serve."),
+    trt_max_batch: int = typer.Option(8, "--trt-max-batch", help="Largest batch the TensorRT plans and the Triton models serve."),
     triton: Optional[Path] = typer.Option(None, "--triton", help="Also write a Triton Inference Server model repository here."),
     eval_json: Optional[Path] = typer.Option(None, "--eval-json", help="pdd-eval JSON to record in the manifest's provenance."),
     name: Optional[str] = typer.Option(None, "--name", help="Bundle name in the manifest (default: the --out folder's name)."),
@@ -50,6 +51,8 @@ def export(
         raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if triton is not None and triton.exists() and not force:
         raise ExportError(f"{triton} already exists; pass --force to replace it")
+    if triton is not None and steps > MAX_UNROLLED_STEPS:
+        raise ExportError(f"--triton serves the fused sampler, which is only built up to {MAX_UNROLLED_STEPS} steps (asked for {steps})")
     if trt_max_batch < 1:
         raise ExportError(f"--trt-max-batch must be >= 1, got {trt_max_batch}")
     options = ExportOptions(
@@ -70,11 +73,17 @@ def export(
     if triton is not None:
         from pdd.export.triton import write_repository
 
-        names = write_repository(report.out, triton, force=force, max_batch=trt_max_batch if trt else 8, trt_key=report.trt_key)
+        names = write_repository(report.out, triton, force=force, max_batch=trt_max_batch, trt_key=report.trt_key)
         print(f"wrote Triton repository {triton} ({', '.join(names)})")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through the export's cleanup: the half-built temp folder is removed
+
+
 def main() -> None:
+    # A plain SIGTERM (a job scheduler, `kill`) would skip Python's cleanup and leave the temp folder behind.
+    signal.signal(signal.SIGTERM, _interrupt)
     app()
 
 

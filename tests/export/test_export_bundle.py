@@ -110,7 +110,7 @@ def test_golden_tensors_reproduce_in_onnxruntime(student_bundle) -> None:
         feeds = {name: golden[f"{graph}.{name}"] for name in inputs}
         got = ort_session(str(out / f"{graph}.onnx")).run([output], feeds)[0]
         want = golden[f"{graph}.{output}"]
-        assert got.shape == want.shape and want.shape[0] == 2
+        assert got.shape == want.shape and want.shape[0] == (1 if graph == "vocoder" else 2)
         assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max(), graph
 
 
@@ -136,6 +136,18 @@ def test_teacher_exports_any_step_count_and_fp16_parity_is_reported(teacher_fp16
         assert cast.op_type == "Cast" and cast.attribute[0].i == onnx.TensorProto.FLOAT, node.name
     vocoder = onnx.load(str(out / "vocoder.onnx"))
     assert not any(t.data_type == onnx.TensorProto.FLOAT16 for t in vocoder.graph.initializer)  # vocoder stays fp32
+
+
+def test_many_teacher_steps_give_a_loop_only_bundle(tiny_checkpoints, tmp_path, monkeypatch) -> None:
+    """Above MAX_UNROLLED_STEPS (64; lowered here to keep the test fast) there is no fused sampler: the runtime loops."""
+    from pdd.export import bundle_writer
+
+    monkeypatch.setattr(bundle_writer, "MAX_UNROLLED_STEPS", 1)
+    report = export_bundle(ExportOptions(ckpt=tiny_checkpoints["teacher"], steps=2, out=tmp_path / "loop", gl_iters=1))
+    bundle = load_bundle(tmp_path / "loop")
+    assert set(bundle.graphs) == {"denoiser", "vocoder"} and not (tmp_path / "loop" / "sampler.onnx").exists()
+    assert "no fused sampler" in report.notes[0]
+    assert not any(key.startswith("sampler.") for key in bundle.golden())
 
 
 # -- bad input: one line, exit 2, nothing left behind -------------------------------------------------------------------
@@ -192,6 +204,11 @@ def test_cli_refuses_bad_options(tiny_checkpoints, tmp_path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     code, output = _run("--ckpt", ckpt, "--steps", "2", "--out", str(tmp_path / "e"), "--eval-json", str(tmp_path / "bad.json"))
     _assert_one_line_error(code, output, "not a readable JSON")
+    (tmp_path / "repo").mkdir()
+    code, output = _run("--ckpt", ckpt, "--steps", "2", "--out", str(tmp_path / "e"), "--triton", str(tmp_path / "repo"))
+    _assert_one_line_error(code, output, "already exists", "--force")
+    code, output = _run("--ckpt", ckpt, "--steps", "128", "--out", str(tmp_path / "e"), "--triton", str(tmp_path / "t"))
+    _assert_one_line_error(code, output, "--triton", "64 steps")
     assert not (tmp_path / "e").exists()
 
 
