@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -51,7 +51,9 @@ def parse_steps(text: str) -> tuple[int, ...]:
 def run(
     out: Path = typer.Option(..., "--out", help="Output folder (refused if it holds files, unless --force)."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher checkpoint (model mode)."),
-    students: Optional[Path] = typer.Option(None, "--students", help="pdd-distill folder with student-N.pt (model mode)."),
+    students: Optional[List[Path]] = typer.Option(
+        None, "--students", help="pdd-distill folder with student-N.pt (model mode); repeat it for a run made in stages."
+    ),
     data: Optional[Path] = typer.Option(None, "--data", help="Mel cache whose held-out clips are the reference (model mode)."),
     generated: Optional[Path] = typer.Option(None, "--generated", help="Folder of generated audio (folder mode)."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="Folder of reference audio (folder mode)."),
@@ -70,7 +72,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="Replace an earlier evaluation in --out (only its own files)."),
 ) -> None:
     folder_mode = generated is not None or reference is not None
-    model_mode = teacher is not None or students is not None or data is not None
+    model_mode = teacher is not None or bool(students) or data is not None
     if folder_mode and model_mode:
         raise ConfigError("use either --teacher/--students/--data (model mode) or --generated/--reference (folder mode)")
     if folder_mode:
@@ -91,7 +93,8 @@ def run(
                             wavs=wavs)
     from pdd.training.evaluate import evaluate_models
 
-    result = evaluate_models(teacher, students, data, out, settings, device=device, threads=threads, force=force)
+    result = evaluate_models(teacher, list(students) if students else None, data, out, settings, device=device,
+                             threads=threads, force=force)
     for c in result.comparisons:
         verdict = {True: "beats", False: "does not beat", None: "—"}[c["student_better_fd_mel"]]
         print(f"pdd-eval: student@{c['steps']} {verdict} teacher DDIM@{c['steps']} on FD-mel "

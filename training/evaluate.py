@@ -430,6 +430,27 @@ def write_wavs(out: Path, name: str, waves: np.ndarray | list[np.ndarray], sampl
 
 # -- teacher + students ------------------------------------------------------------------------------------------------------
 
+def collect_students(folders: str | os.PathLike[str] | list[str | os.PathLike[str]] | None) -> dict[int, Path]:
+    """{steps: checkpoint} over one or more pdd-distill folders; a step count found in two folders is ambiguous."""
+    from pdd.training.distill import find_students
+
+    if folders is None:
+        return {}
+    folders = [folders] if isinstance(folders, (str, os.PathLike)) else list(folders)
+    students: dict[int, Path] = {}
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise ConfigError(f"{folder}: no such distillation folder")
+        found = find_students(folder)
+        if not found:
+            raise ConfigError(f"{folder} holds no student-N.pt checkpoints (made by pdd-distill)")
+        for steps, path in found.items():
+            if steps in students:
+                raise ConfigError(f"two students with {steps} steps: {students[steps]} and {path}; pass one of the folders")
+            students[steps] = path
+    return dict(sorted(students.items(), reverse=True))
+
+
 @dataclass
 class EvalResult:
     rows: list[Row]
@@ -439,17 +460,20 @@ class EvalResult:
 
 
 def evaluate_models(
-    teacher_path: str | os.PathLike[str], students_dir: str | os.PathLike[str] | None, data: str | os.PathLike[str],
+    teacher_path: str | os.PathLike[str], students_dir: str | os.PathLike[str] | list[str | os.PathLike[str]] | None,
+    data: str | os.PathLike[str],
     out: str | os.PathLike[str], settings: EvalSettings = EvalSettings(), *, device: str = "auto",
     threads: int | None = None, force: bool = False, log: Callable[[str], None] = print,
 ) -> EvalResult:
-    """The quality-vs-steps table for a teacher and the students in `students_dir` (see the module docstring)."""
+    """The quality-vs-steps table for a teacher and the students in `students_dir` (see the module docstring).
+
+    `students_dir` may be a list of folders, e.g. a run distilled in two stages (1024 → 64, then 64 → 4).
+    """
     import torch
 
     from pdd.training.cache import open_cache
     from pdd.training.checkpoint import CheckpointError, load_denoiser
     from pdd.training.diffusion import sample_noise, x0_to_mel
-    from pdd.training.distill import find_students
     from pdd.training.train import resolve_device
 
     out = Path(out)
@@ -458,13 +482,7 @@ def evaluate_models(
         torch.set_num_threads(threads)
     teacher, teacher_info = load_denoiser(teacher_path, device=device_name)
     audio = teacher_info.audio
-    students: dict[int, Path] = {}
-    if students_dir is not None:
-        if not Path(students_dir).is_dir():
-            raise ConfigError(f"{students_dir}: no such distillation folder")
-        students = find_students(students_dir)
-        if not students:
-            raise ConfigError(f"{students_dir} holds no student-N.pt checkpoints (made by pdd-distill)")
+    students = collect_students(students_dir)
     cache = open_cache(data)
     if cache.config != audio:
         raise ConfigError(f"{data} holds audio preset {cache.config.name!r} but the teacher was trained on {audio.name!r}")
@@ -542,7 +560,8 @@ def evaluate_models(
     compared = comparisons(rows)
     title = f"Quality vs sampling steps — {teacher_info.model.name} teacher, {audio.name} preset"
     write_tables(out, rows, notes, title, {
-        "settings": settings.to_dict(), "teacher": str(teacher_path), "students": {str(k): str(v) for k, v in students.items()},
+        "settings": settings.to_dict(), "teacher": str(teacher_path),
+        "students": {str(k): str(v) for k, v in students.items()},
         "data": str(data), "comparisons": compared})
     plot_metrics(out / "metrics_vs_steps.png", rows)
     plot_spectrogram_grid(out / "spectrograms.png", grid_mels)

@@ -129,3 +129,21 @@ def test_folder_scoring_of_any_wavs(tmp_path):
     assert result.rows[0].fd_mel == pytest.approx(0.0, abs=1e-6)  # the same music
     assert any("broken.wav" in note for note in result.notes)  # skipped and named, not fatal
     assert "FD-BP disabled" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_students_from_several_folders_merge_and_duplicates_are_refused(models, tmp_path):
+    from pdd.training.evaluate import collect_students
+
+    _, students, _ = models
+    stage2 = tmp_path / "stage2"
+    stage2.mkdir()
+    (students / "student-1.pt").rename(stage2 / "student-1.pt")
+    try:
+        merged = collect_students([students, stage2])
+        assert list(merged) == [2, 1] and merged[1].parent == stage2
+        with pytest.raises(ConfigError, match="two students with 2 steps"):
+            collect_students([students, students])
+        with pytest.raises(ConfigError, match="no student-N.pt"):
+            collect_students([tmp_path / "stage2", tmp_path])
+    finally:
+        (stage2 / "student-1.pt").rename(students / "student-1.pt")
