@@ -1,5 +1,97 @@
-"""`pdd-bench` (placeholder until the benchmark issue lands)."""
+"""`pdd-bench`: latency per stage, end to end, throughput, cold start, memory and the machine for an engine bundle.
 
-from pdd.runtime.cli_common import not_built_yet
+A thin typer wrapper over `pdd.runtime.bench` (no PyTorch: the side-by-side with PyTorch eager is benchmarks/compare.py).
+Heavy imports happen inside the command so `--help` stays instant.
+"""
 
-main = not_built_yet("pdd-bench", "the benchmark issue")
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pdd.runtime.cli_common import make_app, user_errors
+
+HELP = """Benchmark an engine bundle: per-stage latency (denoiser per step and total, vocoder, host overhead, I/O), end-to-end
+p50/p90/p99/mean/min, real-time factor and throughput per batch size, cold start in a fresh process, peak RSS, and the machine
+(CPU, GPU, driver, onnxruntime/TensorRT versions, threads, Jetson power mode and clocks, load average).
+
+Examples:
+
+  pdd-bench --engine engines/small-8                              # batch 1, 10 warm-up + 100 timed requests
+
+  pdd-bench --engine engines/small-8 --batch 1,4,8 --json bench.json --markdown bench.md --plot bench.png
+
+  pdd-bench --engine engines/small-8 --ab                          # + sampler vs loop, numpy GL vs graph, GL vs FFT floor
+
+  pdd-bench --engine engines/small-8 --backend trt --batch 1,8     # Jetson / GPU: native TensorRT (after pdd-export --trt)
+
+Performance figures come from here (and benchmarks/compare.py for PyTorch eager side by side), never from timed tests.
+On a shared machine compare only numbers measured in the same run, and read the load average printed with them.
+"""
+
+app = make_app(HELP)
+
+
+@app.command(help=HELP)
+@user_errors
+def bench(
+    engine: Optional[Path] = typer.Option(None, "--engine", "-e", help="Bundle folder (default: the one shipped with pdd)."),
+    backend: str = typer.Option("auto", "--backend", help="auto | ort (onnxruntime) | trt (native TensorRT)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (where the ort backend runs)."),
+    mode: str = typer.Option("sampler", "--mode", help="sampler (one fused call) | loop (denoiser per step)."),
+    batch: str = typer.Option("1", "--batch", "-b", help="Batch sizes, comma-separated, e.g. 1,4,8."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the bundle's; loop mode: a divisor)."),
+    vocoder: str = typer.Option("auto", "--vocoder", help="auto | graph | numpy."),
+    gl_iters: Optional[int] = typer.Option(None, "--gl-iters", help="Griffin-Lim iterations (default: the vocoder graph's, else 32)."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed requests per batch size."),
+    runs: int = typer.Option(100, "--runs", help="Timed requests per batch size."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed."),
+    no_io: bool = typer.Option(False, "--no-io", help="Skip the I/O stage (writing each clip as a WAV to a temp folder)."),
+    cold_runs: int = typer.Option(3, "--cold-runs", help="Fresh processes for the cold-start measurement (0: skip)."),
+    ab: bool = typer.Option(False, "--ab", help="Also run the interleaved side-by-side comparisons at the first batch size."),
+    ab_runs: int = typer.Option(20, "--ab-runs", help="Interleaved rounds per side-by-side pair."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the full report as JSON here."),
+    markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write the report as markdown tables here."),
+    plot_out: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of stages and latency per batch (needs matplotlib)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--markdown/--plot files."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines; print only the summary."),
+) -> None:
+    from pdd.runtime import bench as lib
+
+    options = lib.BenchOptions(
+        engine=engine, backend=backend, device=device, mode=mode, batches=lib.parse_batches(batch), steps=steps,
+        vocoder=vocoder, gl_iters=gl_iters, warmup=warmup, runs=runs, seed=seed, io=not no_io, cold_runs=cold_runs, ab=ab,
+        ab_runs=ab_runs,
+    )
+    options.validate()
+    lib.check_output_paths([json_out, markdown_out, plot_out], overwrite)
+    if plot_out is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            from pdd.runtime.errors import ConfigError
+
+            raise ConfigError("--plot needs matplotlib: pip install 'pdd[plot]'") from None
+    progress = None if quiet else (lambda message: print(f"pdd-bench: {message}", file=sys.stderr, flush=True))
+    report = lib.run_benchmark(options, progress=progress)
+    if json_out is not None:
+        lib.write_json(json_out, report, overwrite=overwrite)
+    if markdown_out is not None:
+        lib.write_markdown(markdown_out, report, overwrite=overwrite)
+    if plot_out is not None:
+        lib.write_plot(plot_out, report, overwrite=overwrite)
+    if quiet:
+        print(lib.summary_line(report))
+    else:
+        print(lib.markdown(report), end="")
+
+
+def main() -> None:
+    app(prog_name="pdd-bench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
