@@ -143,9 +143,12 @@ def test_the_network_sees_what_the_input_conv_drops() -> None:
     def null_direction(model: UNet1D) -> torch.Tensor:
         basis = torch.eye(channels * length).reshape(-1, channels, length)
         with torch.no_grad():
-            operator = (model.input_conv(basis) - model.input_conv.bias[:, None]).reshape(channels * length, -1).T
-        _, _, vh = torch.linalg.svd(operator)
-        return vh[-1].reshape(1, channels, length)  # the input conv maps it to (numerically) zero
+            rows = (model.input_conv(basis) - model.input_conv.bias[:, None]).reshape(channels * length, -1).T.double()
+        probe = torch.randn(channels * length, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        # Remove the probe's component in the conv's row space: what is left, the conv maps to zero.
+        inside = rows.T @ torch.linalg.solve(rows @ rows.T, rows @ probe)
+        direction = probe - inside
+        return (direction / direction.norm() * 10).float().reshape(1, channels, length)
 
     x, t = torch.randn(1, channels, length), torch.tensor([0.3])
     for skip in (False, True):
