@@ -131,6 +131,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+    except OSError as exc:  # disk full, permissions: the previous checkpoint stays as it was
+        Path(tmp_name).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

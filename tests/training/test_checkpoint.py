@@ -111,3 +111,18 @@ def test_another_preset_or_config_is_refused() -> None:
 def test_save_refuses_dicts_it_did_not_build(tmp_path) -> None:
     with pytest.raises(CheckpointError):
         save_checkpoint(tmp_path / "x.pt", {"model": {}})
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> None:
+    model = tiny_model()
+    path = save_checkpoint(tmp_path / "c.pt", make_checkpoint_state(model, teacher_info(model, step=1)))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left"):
+        save_checkpoint(path, make_checkpoint_state(model, teacher_info(model, step=2)))
+    monkeypatch.undo()
+    assert checkpoint_info(load_checkpoint(path)).train_step == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
