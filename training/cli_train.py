@@ -54,6 +54,9 @@ def run(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of weights, data order and noise [default: 0]."),
     log_every: Optional[int] = typer.Option(None, "--log-every", help="Steps per log line [default: 10]."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps per checkpoint [default: 500]."),
+    keep_every: Optional[int] = typer.Option(
+        None, "--keep-every", help="Also keep checkpoints/step-N.pt every N steps, 0 = off [default: 0]."
+    ),
     preview_every: Optional[int] = typer.Option(None, "--preview-every", help="Steps per audio preview, 0 = off [2000]."),
     preview_clips: Optional[int] = typer.Option(None, "--preview-clips", help="Clips per preview [default: 2]."),
     preview_steps: Optional[int] = typer.Option(None, "--preview-steps", help="DDIM steps per preview [default: 50]."),
@@ -68,8 +71,8 @@ def run(
         data=str(data) if data is not None else None, preset=preset, steps=steps, batch_size=batch_size, lr=lr,
         min_lr_ratio=min_lr_ratio, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
         ema_decay=ema_decay, weighting=weighting, time_sampling=time_sampling, random_shift=random_shift, seed=seed,
-        log_every=log_every, checkpoint_every=checkpoint_every, preview_every=preview_every, preview_clips=preview_clips,
-        preview_steps=preview_steps, precision=precision, device=device, threads=threads,
+        log_every=log_every, checkpoint_every=checkpoint_every, keep_every=keep_every, preview_every=preview_every,
+        preview_clips=preview_clips, preview_steps=preview_steps, precision=precision, device=device, threads=threads,
     )
     launch(out, given, resume=resume, force=force, progress=not no_progress)
 

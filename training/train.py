@@ -4,6 +4,7 @@ A run folder holds everything about one run:
 
     run.json        the training config, audio preset and model config (written when the run starts)
     checkpoint.pt   the latest checkpoint (atomic; model, EMA, optimiser, scheduler, step, RNG states) — the teacher
+    checkpoints/    step-NNNNNNN.pt milestones every --keep-every steps (hard links to what checkpoint.pt was then)
     log.jsonl       one JSON line per logged step (loss, lr, grad norm, it/s) plus events (checkpoint, preview, stop)
     loss.png        the loss curve, redrawn at every checkpoint
     previews/       step-NNNNNNN-i.wav / .png: DDIM samples of the EMA model through the runtime's Griffin-Lim
@@ -20,6 +21,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -55,13 +57,14 @@ CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
 LOSS_PNG = "loss.png"
 PREVIEW_DIR = "previews"
+MILESTONE_DIR = "checkpoints"
 OUR_FILES = (RUN_FILE, CHECKPOINT_FILE, LOG_FILE, LOSS_PNG)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Settings a resumed run may change without changing what it learns; everything else must match the run folder.
 RESUME_MAY_CHANGE = frozenset(
-    {"data", "steps", "lr", "min_lr_ratio", "log_every", "checkpoint_every", "preview_every", "preview_clips", "preview_steps", "precision",
-     "device", "threads"}
+    {"data", "steps", "lr", "min_lr_ratio", "log_every", "checkpoint_every", "keep_every", "preview_every", "preview_clips",
+     "preview_steps", "precision", "device", "threads"}
 )
 
 
@@ -89,6 +92,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
+    keep_every: int = 0  # keep checkpoints/step-N.pt every this many steps; 0: only the latest
     preview_every: int = 2000  # 0: no previews
     preview_clips: int = 2
     preview_steps: int = 50
@@ -106,8 +110,12 @@ class TrainConfig:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "preview_clips", "preview_steps"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name.replace('_', '-')} must be >= 1")
-        if self.warmup_steps < 0 or self.preview_every < 0:
-            problems.append("warmup-steps and preview-every must be >= 0")
+        if self.warmup_steps < 0 or self.preview_every < 0 or self.keep_every < 0:
+            problems.append("warmup-steps, preview-every and keep-every must be >= 0")
+        if self.keep_every and self.keep_every % self.checkpoint_every:
+            problems.append(
+                f"keep-every ({self.keep_every}) must be a multiple of checkpoint-every ({self.checkpoint_every})"
+            )
         if self.log_every >= 1 and self.checkpoint_every % self.log_every:
             problems.append(f"checkpoint-every ({self.checkpoint_every}) must be a multiple of log-every ({self.log_every})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -195,12 +203,28 @@ def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: b
             raise ConfigError(f"{out} already holds files; pass --resume to continue that run or --force to start over")
         for name in OUR_FILES:
             (out / name).unlink(missing_ok=True)
+        milestones = out / MILESTONE_DIR
+        if milestones.is_dir():
+            for item in milestones.glob("step-*.pt"):
+                item.unlink()
         previews = out / PREVIEW_DIR
         if previews.is_dir():
             for item in previews.iterdir():
                 if item.is_file() and item.suffix in (".wav", ".png"):
                     item.unlink()
     return config
+
+
+def keep_milestone(checkpoint: Path, milestone: Path) -> None:
+    """Keep the checkpoint just written under a step name: a hard link (no extra disk), a copy where links fail."""
+    milestone.parent.mkdir(parents=True, exist_ok=True)
+    milestone.unlink(missing_ok=True)  # a resumed run rewrites the milestones of the steps it repeats
+    try:
+        os.link(checkpoint, milestone)
+    except OSError:
+        tmp = milestone.with_name(f".{milestone.name}.tmp")
+        shutil.copyfile(checkpoint, tmp)
+        os.replace(tmp, milestone)
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -474,6 +498,10 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
         device_name = f"cuda:{world.local_rank}"
         torch.cuda.set_device(device_name)
     device = torch.device(device_name)
+    if device_kind == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions once
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     amp_dtype = resolve_precision(config.precision, device_kind)
@@ -565,6 +593,8 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
                                           rng=rng_states(device_kind), extra=extra)
             save_checkpoint(checkpoint_path, state)
             log_line({"event": "checkpoint", "step": step, "path": str(checkpoint_path)})
+            if config.keep_every and step % config.keep_every == 0:
+                keep_milestone(checkpoint_path, out / MILESTONE_DIR / f"step-{step:07d}.pt")
             plot_loss(log_path, out / LOSS_PNG)
         last_good = step
 

@@ -66,8 +66,11 @@ def test_step_seeds_differ_by_step_and_rank() -> None:
 
 
 def test_tiny_model_learns_in_100_steps(cache: Path, tmp_path: Path) -> None:
-    config = TrainConfig(data=str(cache), steps=100, checkpoint_every=50, **FAST)
+    config = TrainConfig(data=str(cache), steps=100, checkpoint_every=50, keep_every=50, **FAST)
     result = train(config, tmp_path / "run", progress=False, console_print=False)
+    milestones = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    assert [p.name for p in milestones] == ["step-0000050.pt", "step-0000100.pt"]
+    assert [read_info(p).train_step for p in milestones] == [50, 100]
     assert result.step == 100 and result.checkpoint.is_file()
     untrained = UNet1D(unet_config("tiny", TINY))
     state = load_checkpoint(result.checkpoint)
