@@ -110,7 +110,10 @@ def build_plans(
         onnx_file = bundle_dir / manifest["graphs"][name]["file"]
         plan_file = folder / f"{name}.plan"
         batch = {"min": 1, "opt": 1, "max": int(max_batch)}
-        plan = build_plan(trt, logger, onnx_file, manifest["graphs"][name]["inputs"], batch, precision, folder / TIMING_CACHE)
+        plan = build_plan(
+            trt, logger, onnx_file, manifest["graphs"][name]["inputs"], batch, precision, folder / TIMING_CACHE,
+            allow_tf32=name != "vocoder",
+        )
         plan_file.write_bytes(plan)
         graphs[name] = {
             "file": plan_file.relative_to(bundle_dir).as_posix(),
@@ -132,8 +135,17 @@ def network_flags(trt: Any) -> tuple[int, bool]:
 
 
 def build_plan(
-    trt: Any, logger: Any, onnx_file: Path, inputs: list[dict[str, Any]], batch: dict[str, int], precision: str, cache_file: Path
+    trt: Any,
+    logger: Any,
+    onnx_file: Path,
+    inputs: list[dict[str, Any]],
+    batch: dict[str, int],
+    precision: str,
+    cache_file: Path,
+    allow_tf32: bool = True,
 ) -> bytes:
+    """One serialized plan. `allow_tf32=False` for the vocoder: Griffin-Lim's momentum iterations amplify TF32's 10-bit
+    mantissa in its DFT convolutions, and the U-Net does not need it off."""
     flags, strongly_typed = network_flags(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(flags)
@@ -145,6 +157,8 @@ def build_plan(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     if precision == "fp16" and not strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
+    if not allow_tf32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     for spec in inputs:
         dims = [d for d in spec["shape"][1:]]

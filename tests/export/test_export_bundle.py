@@ -231,3 +231,27 @@ def test_failed_parity_with_force_keeps_the_old_bundle(student_bundle, tiny_chec
 def test_cli_help_has_an_example() -> None:
     code, output = _run("--help")
     assert code == 0 and "pdd-export --ckpt" in output and "--steps 8" in output
+
+
+def test_sigterm_mid_export_leaves_nothing_behind(tiny_checkpoints, tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "e"
+    cmd = [sys.executable, "-c", "from pdd.export.cli import main; main()",
+           "--ckpt", str(tiny_checkpoints["student"]), "--steps", "2", "--out", str(out), "--gl-iters", "2"]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _leftovers(tmp_path) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _leftovers(tmp_path), "the export never created its temp folder"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130 and "error: interrupted" in stderr and "Traceback" not in stderr
+    assert not out.exists() and _leftovers(tmp_path) == []
