@@ -95,9 +95,9 @@ def test_one_round_lowers_student_one_step_error_vs_teacher_two_steps():
     losses = train_steps(student, teacher, optimizer, scheduler, batches, steps, config, seed_for_step=lambda s: s)
     after = one_step_error(student.eval(), teacher, probe, steps)
     assert len(losses) == 60 and all(math.isfinite(v) for v in losses)
-    # Measured: 0.0182 → 0.0130. A wrong target (e.g. the teacher's single step) leaves the student at its start, the
-    # teacher itself, whose one-step error is `before`.
-    assert after < 0.8 * before, (before, after)
+    # Measured: 0.0182 → 0.00038 (with the U-Net's input skip). A wrong target (e.g. the teacher's single step) leaves the
+    # student near its start, the teacher itself, whose one-step error is `before`.
+    assert after < 0.1 * before, (before, after)
     assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # annealed linearly to zero
 
 
