@@ -412,10 +412,19 @@ sampler = Sampler(bundle, backend, SamplerSettings(**{settings!r}), 1)
 _t3 = time.perf_counter()
 wave = sampler(initial_noise(0, 1, bundle.packed_shape))
 _t4 = time.perf_counter()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM is this process's own high-water mark; ru_maxrss can carry the *parent's* peak across fork + exec on Linux.
+peak = None
+try:
+    with open("/proc/self/status") as status:
+        peak = next((int(line.split()[1]) / 1024.0 for line in status if line.startswith("VmHWM:")), None)
+except OSError:
+    pass
+if peak is None:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak / 1024.0 if sys.platform != "darwin" else peak / 1048576.0
 print(json.dumps({{
     "imports_s": _t1 - _t0, "verify_s": _t2 - _t1, "sessions_s": _t3 - _t2, "first_request_s": _t4 - _t3,
-    "total_s": _t4 - _t0, "peak_rss_mb": peak / 1024.0 if sys.platform != "darwin" else peak / 1048576.0,
+    "total_s": _t4 - _t0, "peak_rss_mb": peak,
     "torch_imported": float("torch" in sys.modules),
 }}))
 """
@@ -528,9 +537,47 @@ def side_by_side(bundle: Bundle, backend: TimedBackend, options: BenchOptions, b
         "fft_floor_gflops_per_s": flops / 1e9 / (result["arms"]["fft_floor"]["p50"] / 1e3),
     })
     out["griffin_lim_vs_fft_floor"] = result
+    if backend.device == "cpu" and physical_cores() > 1:
+        out["threads"] = threads_ab(bundle, backend, options, batch)
+    else:
+        skipped["threads"] = "only on a CPU backend with more than one core"
     if skipped:
         out["skipped"] = skipped
     return out
+
+
+def threads_ab(bundle: Bundle, backend: TimedBackend, options: BenchOptions, batch: int) -> dict[str, Any]:
+    """Whole requests with the default threads (onnxruntime intra-op = physical cores, scipy.fft workers = cores) vs one
+    thread for both (PDD_THREADS=1, PDD_FFT_WORKERS=1): on a shared machine, thread pools can lose more to waiting
+    for a descheduled worker than they gain."""
+    default = RequestBench(bundle, backend, options.settings(), batch, seed=options.seed)
+    single_backend = TimedBackend(create_backend(options.backend, bundle, device=options.device, threads=1))
+    single = RequestBench(bundle, single_backend, options.settings(), batch, seed=options.seed)
+
+    def one_thread() -> None:
+        before = os.environ.get("PDD_FFT_WORKERS")
+        os.environ["PDD_FFT_WORKERS"] = "1"
+        try:
+            single()
+        finally:
+            if before is None:
+                os.environ.pop("PDD_FFT_WORKERS", None)
+            else:
+                os.environ["PDD_FFT_WORKERS"] = before
+
+    try:
+        result = ab_result(interleaved({"default": default, "1_thread": one_thread}, options.ab_runs), "1_thread", "default")
+    finally:
+        single_backend.close()
+    result["what"] = (f"whole requests, batch {batch}: default threads (ort {physical_cores()}, fft "
+                      f"{_fft_workers()}) vs 1 thread for both")
+    return result
+
+
+def _fft_workers() -> int:
+    from pdd.runtime.spectral import fft_workers
+
+    return fft_workers()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -607,7 +654,22 @@ def run_benchmark(options: BenchOptions, *, progress: Callable[[str], None] | No
         "side_by_side": ab,
     }
     report["targets"] = check_targets(report)
+    report["warnings"] = machine_warnings(machine, report["load_average"]["start"])
     return report
+
+
+def machine_warnings(machine: dict[str, Any], load: list[float] | None) -> list[str]:
+    """What makes this run's numbers less trustworthy: unlocked Jetson clocks, a machine busier than its cores."""
+    warnings = []
+    jetson = machine.get("jetson")
+    if jetson is not None and jetson.get("clocks_locked") is not True:
+        warnings.append("Jetson clocks are not locked (or could not be read): numbers vary with DVFS; lock them yourself "
+                        "with `sudo jetson_clocks` for stable figures")
+    cores = machine.get("cores_available") or 1
+    if load and load[0] > cores:
+        warnings.append(f"the machine was busy (1-min load average {load[0]:.1f} on {cores} cores): compare only ratios "
+                        "measured side by side in this run")
+    return warnings
 
 
 def check_targets(report: dict[str, Any], torch_speedup: float | None = None) -> dict[str, Any]:
@@ -645,7 +707,7 @@ def report_keys() -> dict[str, Any]:
     """The report's required top-level keys and the keys of each per-batch result (the JSON schema tests check)."""
     return {
         "top": ["format", "pdd_version", "created", "engine", "options", "backend", "resolved", "machine", "load_average",
-                "results", "cold_start", "peak_rss_mb", "side_by_side", "targets"],
+                "results", "cold_start", "peak_rss_mb", "side_by_side", "targets", "warnings"],
         "result": ["batch", "steps", "mode", "audio_seconds_per_request", "end_to_end", "end_to_end_with_io", "stages",
                    "denoiser_step", "rtf", "clips_per_s", "device_ms", "vocoder", "gl_iters"],
         "stages": [*STAGES, "host_overhead"],
@@ -710,6 +772,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"- load average (1/5/15 min) at start {report['load_average']['start']}, at end {report['load_average']['end']}",
         f"- {report['options']['warmup']} warm-up + {report['options']['runs']} timed requests per batch size; times in ms",
     ]
+    for warning in report.get("warnings", []):
+        lines.append(f"- **warning: {warning}**")
     for gpu in machine.get("gpus", []):
         lines.append(f"- GPU: {gpu['name']}, driver {gpu['driver']}, {gpu['memory']}")
     if machine.get("jetson"):

@@ -162,6 +162,7 @@ def test_report_schema_markdown_and_targets(tiny_bundle_dir: Path) -> None:
         assert cold[phase] > 0
     ab = report["side_by_side"]
     assert {"sampler_vs_loop", "numpy_vs_graph_vocoder", "griffin_lim_vs_fft_floor"} <= set(ab)
+    assert ("threads" in ab) or ("threads" in ab.get("skipped", {}))
     for comparison in ("sampler_vs_loop", "numpy_vs_graph_vocoder", "griffin_lim_vs_fft_floor"):
         assert ab[comparison]["ratio"]["n"] == 2
     assert report["machine"]["threads"]["ort_intra_op"] >= 1
@@ -223,3 +224,13 @@ def test_bad_paths_are_one_line_errors(tiny_bundle_dir: Path, tmp_path: Path) ->
     assert_user_error(pdd_bench("--engine", tmp_path / "nope"), "does not exist")
     assert_user_error(pdd_bench("--engine", tiny_bundle_dir, "--json", tmp_path / "missing" / "r.json"), "does not exist")
     assert_user_error(pdd_bench("--engine", tiny_bundle_dir, "--markdown", tmp_path), "is a folder")
+
+
+def test_machine_warnings() -> None:
+    jetson = {"cores_available": 8, "jetson": {"model": "Jetson AGX Orin", "nvpmodel": "MAXN", "clocks_locked": False}}
+    assert any("jetson_clocks" in w for w in bench.machine_warnings(jetson, [1.0, 1.0, 1.0]))
+    locked = {"cores_available": 8, "jetson": {"model": "Jetson AGX Orin", "nvpmodel": "MAXN", "clocks_locked": True}}
+    assert bench.machine_warnings(locked, [1.0, 1.0, 1.0]) == []
+    busy = bench.machine_warnings({"cores_available": 2}, [7.5, 6.0, 5.0])
+    assert len(busy) == 1 and "load average 7.5 on 2 cores" in busy[0]
+    assert bench.machine_warnings({"cores_available": 2}, None) == []
