@@ -1,5 +1,9 @@
 """`pdd-export`: a teacher or student checkpoint → a verified engine bundle (ONNX graphs, golden tensors, manifest), and
-optionally TensorRT plans and a Triton model repository."""
+optionally TensorRT plans and a Triton model repository.
+
+A thin typer wrapper over `pdd.export.bundle_writer.export_bundle` and `pdd.export.triton.write_repository`; torch is
+imported inside the command so `--help` stays instant.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,12 @@ from typing import Optional
 
 import typer
 
-from pdd.export.bundle_writer import MAX_UNROLLED_STEPS, PRECISIONS, ExportError, ExportOptions, export_bundle, human_size
 from pdd.runtime.cli_common import make_app, user_errors
 from pdd.runtime.griffinlim import DEFAULT_ITERS
 
 HELP = """Export a checkpoint to an engine bundle that `pdd-run` plays without PyTorch.
 
-Writes denoiser.onnx (one model call), sampler.onnx (the whole N-step DDIM unrolled into one graph), vocoder.onnx
-(mel → waveform by Griffin-Lim), the shared weights, golden.npz and manifest.json, after checking every graph in
-onnxruntime against PyTorch. Nothing is written unless every check passes.
+Writes denoiser.onnx (one model call), sampler.onnx (the whole N-step DDIM unrolled into one graph), vocoder.onnx (mel → waveform by Griffin-Lim), the shared weights file, golden.npz and manifest.json. Every graph is checked in onnxruntime against PyTorch first; nothing is written unless every check passes.
 
 Examples:
 
@@ -27,6 +28,8 @@ Examples:
   pdd-export --ckpt runs/teacher/teacher.pt --steps 64 --out engines/teacher-64 --precision fp16
 
   pdd-export --ckpt runs/distill/student-8.pt --steps 8 --out engines/small-8 --force --trt --triton triton-repo
+
+A student exports with its own step count only; a teacher with any count up to 1024 (above 64 the bundle has no fused sampler and pdd-run loops the denoiser). --trt builds TensorRT plans for the GPU of this machine (needs the tensorrt package); --triton writes a Triton Inference Server model repository (sampler, vocoder, and an ensemble noise → waveform).
 """
 
 app = make_app(HELP)
@@ -47,6 +50,8 @@ def export(
     eval_json: Optional[Path] = typer.Option(None, "--eval-json", help="pdd-eval JSON to record in the manifest's provenance."),
     name: Optional[str] = typer.Option(None, "--name", help="Bundle name in the manifest (default: the --out folder's name)."),
 ) -> None:
+    from pdd.export.bundle_writer import MAX_UNROLLED_STEPS, PRECISIONS, ExportError, ExportOptions, export_bundle, human_size
+
     if precision not in PRECISIONS:
         raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if triton is not None and triton.exists() and not force:

@@ -255,3 +255,26 @@ def test_sigterm_mid_export_leaves_nothing_behind(tiny_checkpoints, tmp_path) ->
             process.kill()
     assert process.returncode == 130 and "error: interrupted" in stderr and "Traceback" not in stderr
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_small_model_on_the_paper_preset_fits_the_size_budget(tmp_path, precision) -> None:
+    """The shipped configuration (U-Net "small", audio "paper", 8 steps, 32 Griffin-Lim iterations) with random weights:
+    parity passes and the bundle stays inside the ~25 MB the default bundle may take in git."""
+    from pdd.runtime.config import get_preset
+    from pdd.training.checkpoint import CheckpointInfo, make_checkpoint_state, save_checkpoint
+    from pdd.training.unet1d import UNet1D, unet_config
+
+    audio = get_preset("paper")
+    config = unet_config("small", audio)
+    torch.manual_seed(0)
+    model = UNet1D(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    ckpt = save_checkpoint(tmp_path / "student-8.pt", make_checkpoint_state(model, CheckpointInfo("student", audio, config, 8)))
+    report = export_bundle(ExportOptions(ckpt=ckpt, steps=8, out=tmp_path / "small-8", precision=precision))
+    assert all(p.passed for p in report.parity)
+    assert sum(report.files.values()) < 25 * 2**20
+    load_bundle(tmp_path / "small-8")
