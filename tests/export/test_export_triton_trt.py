@@ -195,3 +195,26 @@ def test_trt_plans_build_run_and_match_the_golden(tiny_checkpoints, tmp_path) ->
         err = float(np.abs(result.cpu().numpy() - want).max() / np.abs(want).max())
         print(f"TensorRT {graph}: max abs error {err:.3g} of peak")
         assert err < 1e-2, graph
+
+
+def test_cli_writes_the_bundle_then_the_triton_repository(student_bundle, tmp_path, monkeypatch, schema) -> None:
+    """The CLI's plumbing after a successful export (the export itself is the session fixture's, patched in)."""
+    from pdd.export import bundle_writer
+
+    out, report = student_bundle
+    seen = {}
+
+    def fake_export(options, progress=None):
+        seen["options"] = options
+        return report
+
+    monkeypatch.setattr(bundle_writer, "export_bundle", fake_export)
+    repo = tmp_path / "repo"
+    result = CliRunner().invoke(app, ["--ckpt", "x.pt", "--steps", "2", "--out", str(out), "--triton", str(repo),
+                                      "--trt-max-batch", "4", "--precision", "fp16", "--gl-iters", "7"])
+    assert result.exit_code == 0, result.output
+    options = seen["options"]
+    assert (options.steps, options.precision, options.gl_iters, options.trt_max_batch) == (2, "fp16", 7, 4)
+    assert "wrote Triton repository" in result.output and "parity (onnxruntime):" in result.output
+    assert "weights.onnx.data" in result.output
+    assert _parse(schema, repo / "pdd_sampler" / "config.pbtxt").max_batch_size == 4
