@@ -91,14 +91,12 @@ def run(
     settings = EvalSettings(clips=clips, seed=seed, steps=parse_steps(steps), reference_steps=reference_steps,
                             gl_iters=gl_iters, batch_size=batch_size, reference_clips=reference_clips, fd_bp=fd_bp,
                             wavs=wavs)
-    from pdd.training.evaluate import evaluate_models
+    from pdd.training.evaluate import comparison_line, evaluate_models
 
     result = evaluate_models(teacher, list(students) if students else None, data, out, settings, device=device,
                              threads=threads, force=force)
-    for c in result.comparisons:
-        verdict = {True: "beats", False: "does not beat", None: "—"}[c["student_better_fd_mel"]]
-        print(f"pdd-eval: student@{c['steps']} {verdict} teacher DDIM@{c['steps']} on FD-mel "
-              f"({c['student_fd_mel']:.4g} vs {c['teacher_fd_mel']:.4g})")
+    for entry in result.comparisons:
+        print(f"pdd-eval: {comparison_line(entry, reference_steps)}")
     print(f"pdd-eval: wrote {out / 'table.md'}")
 
 

@@ -340,20 +340,45 @@ def write_tables(out: Path, rows: list[Row], notes: list[str], title: str, extra
     write_text_atomic(out / "table.json", json.dumps(payload, indent=2) + "\n")
 
 
-def comparisons(rows: list[Row]) -> list[dict[str, Any]]:
-    """For every N with both rows: does student@N beat teacher-DDIM@N (lower FD) — the claim the table exists to test."""
+def comparisons(rows: list[Row], reference_steps: int) -> list[dict[str, Any]]:
+    """For every N with both rows, the claim the table exists to test: does student@N beat teacher DDIM@N, and how close
+    does it come to the teacher at `reference_steps` (the slow sampler it was distilled from)?
+
+    Per metric (FD-BP, FD-mel: lower is better; fidelity: dB MAE to the reference, lower is better) the entry holds both
+    values, the reference row's value, `student_better_<m>` and, for the distances, `student_closer_to_reference_<m>`
+    (|student − reference| < |teacher@N − reference|): a student that reproduces a flawed teacher faithfully is "worse"
+    than a blurrier few-step teacher on an FD that happens to prefer blur, but it is closer to what it was trained to be.
+    """
     teacher = {r.steps: r for r in rows if r.kind == "teacher"}
+    reference = teacher.get(reference_steps)
     result = []
     for r in rows:
         if r.kind == "student" and r.steps in teacher:
             t = teacher[r.steps]
             entry: dict[str, Any] = {"steps": r.steps}
-            for metric in ("fd_mel", "fd_bp", "fidelity_db"):
+            for metric in ("fd_bp", "fd_mel", "fidelity_db"):
                 a, b = getattr(r, metric), getattr(t, metric)
-                entry[f"student_{metric}"], entry[f"teacher_{metric}"] = a, b
+                ref = getattr(reference, metric) if reference is not None else None
+                entry[f"student_{metric}"], entry[f"teacher_{metric}"], entry[f"reference_{metric}"] = a, b, ref
                 entry[f"student_better_{metric}"] = None if a is None or b is None else bool(a < b)
+                if metric != "fidelity_db":
+                    entry[f"student_closer_to_reference_{metric}"] = (
+                        None if a is None or b is None or ref is None else bool(abs(a - ref) < abs(b - ref)))
             result.append(entry)
     return result
+
+
+def comparison_line(entry: dict[str, Any], reference_steps: int) -> str:
+    """One line for people: student@N vs teacher DDIM@N (and teacher@reference) on every metric."""
+    parts = []
+    for metric, label, unit in (("fd_bp", "FD-BP", ""), ("fd_mel", "FD-mel", ""), ("fidelity_db", "fidelity", " dB")):
+        a, b = entry[f"student_{metric}"], entry[f"teacher_{metric}"]
+        if a is None or b is None:
+            continue
+        ref = entry.get(f"reference_{metric}")
+        ref_text = f" (teacher@{reference_steps} {_fmt(ref)})" if ref is not None and metric != "fidelity_db" else ""
+        parts.append(f"{label} {_fmt(a)} vs {_fmt(b)}{unit}{ref_text}")
+    return f"student@{entry['steps']} vs teacher DDIM@{entry['steps']}: " + "; ".join(parts)
 
 
 # -- plots --------------------------------------------------------------------------------------------------------------------
@@ -557,7 +582,8 @@ def evaluate_models(
     if embedder is not None:
         notes.append(f"FD-BP embedder: {embedder.info.model_file} (sha256 {embedder.info.model_sha256[:12]}…), "
                      f"{embedder.info.dim}-d, {embedder.info.block_seconds:.2f}-s blocks")
-    compared = comparisons(rows)
+    compared = comparisons(rows, settings.reference_steps)
+    notes = [comparison_line(entry, settings.reference_steps) for entry in compared] + notes
     title = f"Quality vs sampling steps — {teacher_info.model.name} teacher, {audio.name} preset"
     write_tables(out, rows, notes, title, {
         "settings": settings.to_dict(), "teacher": str(teacher_path),

@@ -84,6 +84,10 @@ def test_quality_table_has_every_row_and_its_files(models, tmp_path):
         assert r.fd_mel is not None and r.fd_mel >= 0 and r.flux_mean is not None
         assert (r.fd_bp is not None) == HAVE_BASIC_PITCH
     assert [c["steps"] for c in result.comparisons] == [2, 1]
+    first = result.comparisons[0]
+    assert first["reference_fd_mel"] == rows["teacher DDIM@4"].fd_mel
+    assert first["student_better_fidelity_db"] == (rows["student@2"].fidelity_db < rows["teacher DDIM@2"].fidelity_db)
+    assert isinstance(first["student_closer_to_reference_fd_mel"], bool)
     out = tmp_path / "eval"
     for name in ("table.md", "table.json", "metrics_vs_steps.png", "spectrograms.png"):
         assert (out / name).is_file()
@@ -91,6 +95,7 @@ def test_quality_table_has_every_row_and_its_files(models, tmp_path):
     table = json.loads((out / "table.json").read_text())
     assert table["format"] == "pdd-eval/1" and len(table["rows"]) == 7
     markdown = (out / "table.md").read_text()
+    assert "- student@1 vs teacher DDIM@1: " in markdown
     assert "not VGGish FAD" in markdown or "FD-BP skipped" in markdown
     with pytest.raises(ConfigError, match="already holds files"):
         evaluate_models(teacher, students, cache, out, settings, device="cpu", log=lambda _: None)
