@@ -1,7 +1,7 @@
 """PyTorch modules → ONNX ModelProtos for the bundle's three graphs, fp16 conversion, and weights stored once on disk.
 
-- `UnrolledSampler`: the whole N-step DDIM in PyTorch with the step coefficients of
-  `pdd.runtime.schedule.ddim_coefficients` as Python floats — the reference for the sampler graph's golden output.
+- `UnrolledSampler`: the whole N-step DDIM in PyTorch (`pdd.runtime.schedule.ddim_sample`) — the reference for the
+  sampler graph's golden output.
 - `unroll_sampler`: the sampler graph, built from the exported denoiser graph by repeating its nodes N times over the same
   initializers with the DDIM update between them: no Loop/If, weights stored once, no N-fold re-tracing.
 - `export_graph`: the dynamo exporter with a named dynamic batch axis. The example input must have batch ≥ 2 — with batch 1
@@ -30,7 +30,7 @@ import torch
 from onnx import external_data_helper, numpy_helper
 from torch import nn
 
-from pdd.runtime.schedule import ddim_coefficients, grid
+from pdd.runtime.schedule import ddim_coefficients, ddim_sample, grid
 
 OPSET = 18  # the dynamo exporter's native opset (≥ 17 as DESIGN §6 asks; 17 only works through a down-conversion)
 BATCH_AXIS = "batch"
@@ -44,22 +44,17 @@ FP16_KEEP_FP32_OPS = ("InstanceNormalization", "GroupNormalization", "LayerNorma
 
 
 class UnrolledSampler(nn.Module):
-    """(z_1 (B, C·F, L)) → x̂0: N deterministic DDIM steps over `pdd.runtime.schedule.grid(N)`, unrolled."""
+    """(z_1 (B, C·F, L)) → x̂0: `pdd.runtime.schedule.ddim_sample` over this denoiser — the PyTorch reference the sampler
+    graph is checked against."""
 
     def __init__(self, denoiser: nn.Module, steps: int) -> None:
         super().__init__()
         self.denoiser = denoiser
-        times = grid(steps)
         self.steps = int(steps)
-        self.times = [float(t) for t in times[:-1]]
-        self.coefficients = [ddim_coefficients(float(t), float(s)) for t, s in zip(times[:-1], times[1:])]
 
     def forward(self, z_1: torch.Tensor) -> torch.Tensor:
-        z = z_1
-        ones = torch.ones_like(z_1[:, 0, 0])  # (B,): t as a batch vector without a data-dependent shape op
-        for t, (a, b) in zip(self.times, self.coefficients):
-            z = a * z + b * self.denoiser(z, ones * t)
-        return z
+        ones = torch.ones_like(z_1[:, 0, 0])  # (B,): the denoiser takes one t per batch item
+        return ddim_sample(lambda z, t: self.denoiser(z, ones * t), z_1, self.steps)
 
 
 def unroll_sampler(denoiser: onnx.ModelProto, steps: int) -> onnx.ModelProto:
