@@ -46,7 +46,6 @@ from pdd.training.metrics import (
     frechet_distance,
     mel_frame_features,
     mel_to_db,
-    spectral_flux,
     teacher_fidelity,
 )
 
