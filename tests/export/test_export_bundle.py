@@ -214,7 +214,7 @@ def test_cli_refuses_bad_options(tiny_checkpoints, tmp_path) -> None:
 
 def test_failed_parity_is_one_line_and_leaves_nothing(tiny_checkpoints, tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(parity_module.TOLERANCE, ("denoiser", "fp32"), 0.0)
-    code, output = _run("--ckpt", str(tiny_checkpoints["student"]), "--steps", "2", "--out", str(tmp_path / "e"))
+    code, output = _run("--ckpt", str(tiny_checkpoints["student"]), "--steps", "2", "--out", str(tmp_path / "e"), "--gl-iters", "1")
     _assert_one_line_error(code, output, "parity check failed", "denoiser")
     assert not (tmp_path / "e").exists() and _leftovers(tmp_path) == []
 
