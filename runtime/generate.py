@@ -115,9 +115,11 @@ def check_options(options: RunOptions) -> None:
     if options.format not in WRITE_FORMATS:
         raise ConfigError(f"unknown --format {options.format!r}; use one of: {', '.join(WRITE_FORMATS)}")
     if options.plot:
+        from pdd.runtime.plots import pyplot
+
         try:
-            import matplotlib  # noqa: F401
-        except ImportError:
+            pyplot()  # fail before any work if matplotlib is missing
+        except ConfigError:
             raise ConfigError("--plot needs matplotlib: pip install 'pdd[plot]'") from None
 
 
@@ -286,33 +288,12 @@ def write_json(path: Path, data: dict[str, Any], *, overwrite: bool) -> Path:
 
 def _write_plot(path: Path, wave: np.ndarray, bundle: Bundle, overwrite: bool) -> Path:
     """Log-mel spectrogram of the generated audio (the model's own front end) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from pdd.runtime.mel import log_mel
+    from pdd.runtime.plots import save_spectrogram_png
 
     if path.exists() and not overwrite:
         raise AudioError(f"{path} already exists; pass --overwrite to replace it")
-    audio = bundle.audio
-    mel = log_mel(wave, audio)
-    seconds = wave.shape[-1] / audio.sample_rate
-    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
-    image = ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", vmin=-1, vmax=1, extent=(0, seconds, 0, audio.n_mels))
-    ax.set_xlabel("seconds")
-    ax.set_ylabel("mel bin")
-    ax.set_title(path.stem)
-    fig.colorbar(image, ax=ax, label="normalised dB")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_spectrogram_png(path, log_mel(wave, bundle.audio), bundle.audio, title=path.stem)
 
 
 @dataclass

@@ -9,6 +9,8 @@ import numpy as np
 
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError
+from pdd.runtime.mel import denormalize, mel_to_magnitude
+from pdd.runtime.pack import unpack
 from pdd.runtime.spectral import StftPlan
 
 DEFAULT_ITERS = 32
@@ -76,6 +78,25 @@ def griffin_lim(
         angles /= norm
         previous = rebuilt
     return plan.inverse_frames(mag * angles, length)
+
+
+def mel_to_audio(
+    mel: np.ndarray,
+    config: AudioConfig,
+    *,
+    n_iter: int = DEFAULT_ITERS,
+    momentum: float = DEFAULT_MOMENTUM,
+    phase0: np.ndarray | None = None,
+    length: int | None = None,
+) -> np.ndarray:
+    """The whole back end: normalised log-mel (..., n_mels, T) → denormalise → mel⁻¹ → Griffin-Lim → (..., samples)."""
+    magnitude = mel_to_magnitude(denormalize(mel, config), config)
+    return griffin_lim(magnitude, config, n_iter=n_iter, momentum=momentum, phase0=phase0, length=length)
+
+
+def packed_to_audio(x0: np.ndarray, config: AudioConfig, **options: object) -> np.ndarray:
+    """A model's packed output (..., C·F, T/C) → waveform: `unpack`, then `mel_to_audio` (same keyword options)."""
+    return mel_to_audio(unpack(np.asarray(x0, dtype=np.float32), config.pack_chunks), config, **options)  # type: ignore[arg-type]
 
 
 def spectral_convergence(wave: np.ndarray, magnitude: np.ndarray, config: AudioConfig) -> float:

@@ -28,9 +28,7 @@ import numpy as np
 from pdd.runtime.backends import Backend
 from pdd.runtime.bundle import Bundle, finite_or_error
 from pdd.runtime.errors import ConfigError
-from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, griffin_lim
-from pdd.runtime.mel import denormalize, mel_to_magnitude
-from pdd.runtime.pack import unpack
+from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, packed_to_audio
 from pdd.runtime.schedule import ddim_coefficients, grid
 
 MODES = ("sampler", "loop")
@@ -175,9 +173,7 @@ class Sampler:
             phase0 = np.zeros(phase_shape, dtype=np.float32)
             return self.backend.run("vocoder", {"x0": x0, "phase0": phase0})["waveform"]
         x0 = finite_or_error(self.backend.to_host(x0), "the sampler")
-        mel_power = denormalize(unpack(x0, self.bundle.chunks), audio)
-        magnitude = mel_to_magnitude(mel_power, audio)
-        return griffin_lim(magnitude, audio, n_iter=self.gl_iters, momentum=self.gl_momentum)
+        return packed_to_audio(x0, audio, n_iter=self.gl_iters, momentum=self.gl_momentum)
 
     def __call__(self, z1: np.ndarray) -> np.ndarray:
         """One batch of noise → (B, samples) float32 waveforms; stage times accumulate in `timings`."""

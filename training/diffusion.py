@@ -18,9 +18,9 @@ from torch import nn
 from pdd.runtime.audio import write_audio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError
-from pdd.runtime.griffinlim import DEFAULT_ITERS, griffin_lim, initial_phase
-from pdd.runtime.mel import denormalize, mel_to_magnitude
+from pdd.runtime.griffinlim import DEFAULT_ITERS, initial_phase, mel_to_audio
 from pdd.runtime.pack import unpack
+from pdd.runtime.plots import save_spectrogram_png
 from pdd.runtime.schedule import alpha_sigma, ddim_sample, diffuse, snr_weight, v_target
 
 WEIGHTINGS = ("snr+1", "truncated", "snr")
@@ -95,36 +95,8 @@ def x0_to_mel(x0: torch.Tensor | np.ndarray, audio: AudioConfig) -> np.ndarray:
 
 def mel_to_wave(mel: np.ndarray, audio: AudioConfig, n_iter: int = DEFAULT_ITERS, phase_seed: int | None = 0) -> np.ndarray:
     """(..., n_mels, frames) normalised mel → (..., samples) waveform: denormalise → mel⁻¹ → Griffin-Lim (the runtime's)."""
-    magnitude = mel_to_magnitude(denormalize(mel, audio), audio)
-    phase0 = initial_phase(magnitude.shape, phase_seed)
-    return griffin_lim(magnitude, audio, n_iter=n_iter, phase0=phase0, length=audio.clip_samples)
-
-
-def save_spectrogram_png(path: str | os.PathLike[str], mel: np.ndarray, audio: AudioConfig, title: str = "") -> Path:
-    """One normalised mel (n_mels, frames) as a PNG with a time axis in seconds, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    seconds = mel.shape[-1] * audio.hop_length / audio.sample_rate
-    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
-    image = ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", vmin=-1, vmax=1, extent=(0, seconds, 0, mel.shape[0]))
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("mel bin")
-    if title:
-        ax.set_title(title)
-    fig.colorbar(image, ax=ax, label="normalised log-mel")
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    phase0 = initial_phase((*mel.shape[:-2], audio.n_freqs, mel.shape[-1]), phase_seed)
+    return mel_to_audio(mel, audio, n_iter=n_iter, phase0=phase0, length=audio.clip_samples)
 
 
 def write_previews(x0: torch.Tensor | np.ndarray, audio: AudioConfig, out_dir: str | os.PathLike[str], prefix: str,
