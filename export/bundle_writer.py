@@ -275,7 +275,7 @@ def _build(options: ExportOptions, model: torch.nn.Module, info: Any, tmp: Path,
         trt_key, plans = build_plans(tmp, manifest, protos_on_disk=[n for n in ("sampler", "denoiser", "vocoder") if n in protos],
                                      precision=options.precision, max_batch=options.trt_max_batch)
         manifest["trt"] = {"plans": {trt_key: plans}}
-    os.chmod(write_manifest(tmp, manifest), 0o644)  # mkstemp's 0600 would keep other users from reading the bundle
+    write_manifest(tmp, manifest)
     load_bundle(tmp)  # the runtime's own verification: hashes, shapes, I/O names, schedule
     files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
     return ExportReport(out=tmp, seconds=0.0, files=files, parity=parity, graphs=list(protos), notes=notes, trt_key=trt_key)

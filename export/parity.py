@@ -22,19 +22,12 @@ from typing import Any
 import numpy as np
 import onnx
 
+from pdd.runtime.bundle import GOLDEN_TOLERANCE, golden_tolerance
 from pdd.runtime.config import AudioConfig
-from pdd.runtime.griffinlim import griffin_lim
-from pdd.runtime.mel import denormalize, mel_to_magnitude
-from pdd.runtime.pack import unpack
+from pdd.runtime.griffinlim import packed_to_audio
 
-TOLERANCE = {
-    ("denoiser", "fp32"): 1e-4,
-    ("denoiser", "fp16"): 3e-2,
-    ("sampler", "fp32"): 1e-3,
-    ("sampler", "fp16"): 5e-2,
-    ("vocoder", "fp32"): 1e-2,
-    ("vocoder-numpy", "fp32"): 1e-2,
-}
+# One table for export and `pdd-run --verify`: the runtime's (relative to each reference's peak).
+TOLERANCE = GOLDEN_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -78,8 +71,8 @@ def compare(graph: str, precision: str, reference: str, got: np.ndarray, want: n
 
 
 def _tolerance(graph: str, reference: str, precision: str) -> float:
-    key = (f"{graph}-numpy" if reference == "numpy" else graph, precision)
-    return TOLERANCE[key]
+    # onnxruntime vs PyTorch and vs the numpy Griffin-Lim share the graph's row: both are float32 references.
+    return golden_tolerance(graph, precision)
 
 
 def ort_session(model: onnx.ModelProto | str, threads: int | None = None) -> Any:
@@ -102,5 +95,4 @@ def run_graph(model: onnx.ModelProto | str, inputs: dict[str, np.ndarray]) -> di
 
 def numpy_vocoder(x0: np.ndarray, phase0: np.ndarray, audio: AudioConfig, gl_iters: int, gl_momentum: float) -> np.ndarray:
     """The runtime's CPU path from packed x̂0 to a waveform: unpack → denormalise → mel⁻¹ → Griffin-Lim."""
-    magnitude = mel_to_magnitude(denormalize(unpack(x0, audio.pack_chunks), audio), audio)
-    return griffin_lim(magnitude, audio, n_iter=gl_iters, momentum=gl_momentum, phase0=phase0)
+    return packed_to_audio(x0, audio, n_iter=gl_iters, momentum=gl_momentum, phase0=phase0)

@@ -19,7 +19,7 @@ from pdd.runtime.config import get_preset
 from pdd.runtime.griffinlim import initial_phase
 
 FEW_ITERS_TOLERANCE = 2e-3
-EXPORT_TOLERANCE = TOLERANCE[("vocoder-numpy", "fp32")]
+EXPORT_TOLERANCE = TOLERANCE[("vocoder", "fp32")]
 
 
 def _inputs(audio, batch: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
