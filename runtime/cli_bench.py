@@ -20,13 +20,13 @@ p50/p90/p99/mean/min, real-time factor and throughput per batch size, cold start
 
 Examples:
 
-  pdd-bench --engine engines/small-8                              # batch 1, 10 warm-up + 100 timed requests
+  pdd-bench --engine engines/small-8             # batch 1: 10 warm-up + 100 timed requests
 
   pdd-bench --engine engines/small-8 --batch 1,4,8 --json bench.json --markdown bench.md --plot bench.png
 
-  pdd-bench --engine engines/small-8 --ab                          # + sampler vs loop, numpy GL vs graph, GL vs FFT floor
+  pdd-bench --engine engines/small-8 --ab        # + interleaved A/B: modes, vocoders, GL vs FFT floor, threads
 
-  pdd-bench --engine engines/small-8 --backend trt --batch 1,8     # Jetson / GPU: native TensorRT (after pdd-export --trt)
+  pdd-bench --engine engines/small-8 --backend trt --batch 1,8   # GPU/Jetson, after pdd-export --trt
 
 Performance figures come from here (and benchmarks/compare.py for PyTorch eager side by side), never from timed tests.
 On a shared machine compare only numbers measured in the same run, and read the load average printed with them.

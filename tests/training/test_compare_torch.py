@@ -73,7 +73,7 @@ def test_side_by_side_runs_a_tiny_model_both_ways(tiny_export: tuple[Path, Path]
         assert len(arms) == 2 and all(stats["n"] == (1 if part == "teacher" else 2) for stats in arms.values())
         assert report[part]["ratio"]["median"] > 0
     estimate = report["teacher"]["teacher_1024"]
-    assert estimate["extrapolated"] is True and "extrapolated" in estimate["how"]
+    assert estimate["extrapolated"] is True and "extrapolated" in estimate["how"] and estimate["fastest_torch"] == "torch_eager"
     assert estimate["torch_eager"]["end_to_end_ms"] > 0 and estimate["runtime"]["end_to_end_ms"] > 0
     assert report["threads"]["torch"] == 1
     text = compare.markdown(report)
