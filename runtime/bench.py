@@ -585,6 +585,27 @@ def _fft_workers() -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def gpu_memory_mb(pid: int | None = None, query: Callable[[list[str]], str | None] | None = None) -> float | None:
+    """GPU memory this process holds now, from `nvidia-smi --query-compute-apps` (None without nvidia-smi or on Jetson,
+    whose integrated GPU shares RAM: there the peak RSS already counts it)."""
+    from pdd.runtime.benchmark import _run
+
+    out = (query or _run)(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])
+    if not out:
+        return None
+    pid = os.getpid() if pid is None else pid
+    total, found = 0.0, False
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(pid):
+            try:
+                total += float(parts[1])
+                found = True
+            except ValueError:
+                continue
+    return total if found else None
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -626,6 +647,7 @@ def run_benchmark(options: BenchOptions, *, progress: Callable[[str], None] | No
             ab = side_by_side(bundle, backend, options, options.batches[0])
         describe = backend.describe()
         device = backend.device
+        gpu_memory = gpu_memory_mb() if device != "cpu" else None  # while the sessions/engines still hold their memory
     finally:
         backend.close()
     cold = None
@@ -651,6 +673,7 @@ def run_benchmark(options: BenchOptions, *, progress: Callable[[str], None] | No
         "results": results,
         "cold_start": cold,
         "peak_rss_mb": {"this_process": peak_rss_mb(), "torch_imported": "torch" in sys.modules},
+        "gpu_memory_mb": gpu_memory,
         "side_by_side": ab,
     }
     report["targets"] = check_targets(report)
@@ -707,7 +730,7 @@ def report_keys() -> dict[str, Any]:
     """The report's required top-level keys and the keys of each per-batch result (the JSON schema tests check)."""
     return {
         "top": ["format", "pdd_version", "created", "engine", "options", "backend", "resolved", "machine", "load_average",
-                "results", "cold_start", "peak_rss_mb", "side_by_side", "targets", "warnings"],
+                "results", "cold_start", "peak_rss_mb", "gpu_memory_mb", "side_by_side", "targets", "warnings"],
         "result": ["batch", "steps", "mode", "audio_seconds_per_request", "end_to_end", "end_to_end_with_io", "stages",
                    "denoiser_step", "rtf", "clips_per_s", "device_ms", "vocoder", "gl_iters"],
         "stages": [*STAGES, "host_overhead"],
@@ -813,6 +836,8 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{cold['peak_rss_mb']:.0f} MB | {cold['torch_imported']} |"]
     lines += ["", f"Peak RSS of this benchmark process: {report['peak_rss_mb']['this_process']:.0f} MB "
               f"(torch imported: {report['peak_rss_mb']['torch_imported']})."]
+    if report.get("gpu_memory_mb") is not None:
+        lines.append(f"GPU memory held by this process (nvidia-smi): {report['gpu_memory_mb']:.0f} MiB.")
     ab = report.get("side_by_side")
     if ab:
         lines += ["", "## Side by side (interleaved A/B; ratio = median of per-round ratios, [p10, p90])", "",

@@ -234,3 +234,10 @@ def test_machine_warnings() -> None:
     busy = bench.machine_warnings({"cores_available": 2}, [7.5, 6.0, 5.0])
     assert len(busy) == 1 and "load average 7.5 on 2 cores" in busy[0]
     assert bench.machine_warnings({"cores_available": 2}, None) == []
+
+
+def test_gpu_memory_reads_this_process_from_nvidia_smi() -> None:
+    table = "123, 512\n456, 100\n123, 24\n"
+    assert bench.gpu_memory_mb(pid=123, query=lambda cmd: table) == 536.0
+    assert bench.gpu_memory_mb(pid=789, query=lambda cmd: table) is None
+    assert bench.gpu_memory_mb(pid=123, query=lambda cmd: None) is None
