@@ -6,16 +6,17 @@ so a model is never fed mels of another shape or scale.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 from pdd.runtime.errors import ConfigError
+from pdd.runtime.jsonconfig import JsonConfig
 
 
 @dataclass(frozen=True)
-class AudioConfig:
+class AudioConfig(JsonConfig):
+    config_kind: ClassVar[str] = "audio config"
+
     name: str = "paper"
     sample_rate: int = 22050
     n_fft: int = 2048
@@ -81,28 +82,6 @@ class AudioConfig:
             problems.append("top_db must be positive")
         if problems:
             raise ConfigError(f"invalid audio preset {self.name!r}: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AudioConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown audio config fields: {', '.join(sorted(unknown))}")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "AudioConfig":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"audio config is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
 
 
 PRESETS: dict[str, AudioConfig] = {

@@ -25,13 +25,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from pdd.runtime.errors import ConfigError
+from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.schedule import alpha_sigma, ddim_step, diffuse, distill_target, grid, snr_weight, x0_from_v
 from pdd.training.cache import open_cache
 from pdd.training.checkpoint import (
@@ -61,7 +62,9 @@ WEIGHTINGS = ("truncated", "snr+1")
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(JsonConfig):
+    config_kind: ClassVar[str] = "distillation config"
+
     """Hyper-parameters of a distillation run; saved in every student checkpoint."""
 
     from_steps: int = 1024
@@ -108,17 +111,6 @@ class DistillConfig:
             n //= 2
             counts.append(n)
         return counts
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DistillConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown distillation settings: {', '.join(sorted(unknown))}")
-        return cls(**data)
 
 
 def _power_of_two(n: int) -> bool:

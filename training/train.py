@@ -26,7 +26,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from torch.utils.data import DistributedSampler
 
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError, PddError
+from pdd.runtime.jsonconfig import JsonConfig
 from pdd.training.cache import open_cache
 from pdd.training.checkpoint import (
     CheckpointError,
@@ -48,7 +49,7 @@ from pdd.training.checkpoint import (
 )
 from pdd.training.data import MelDataset
 from pdd.training.diffusion import TIME_SAMPLINGS, WEIGHTINGS, preview, sample_times, v_loss
-from pdd.training.ema import EMA, unwrap
+from pdd.training.ema import EMA
 from pdd.training.unet1d import UNET_PRESETS, UNet1D, count_parameters, unet_config
 
 RUN_FORMAT = "pdd-run/1"
@@ -73,7 +74,9 @@ class NonFiniteLoss(PddError):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
+    config_kind: ClassVar[str] = "training config"
+
     """Hyper-parameters of a teacher run; saved in run.json and in every checkpoint."""
 
     data: str
@@ -136,17 +139,6 @@ class TrainConfig:
             problems.append("threads must be >= 1")
         if problems:
             raise ConfigError("invalid training settings: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown training settings: {', '.join(sorted(unknown))}")
-        return cls(**data)
 
 
 @dataclass

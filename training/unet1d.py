@@ -13,11 +13,9 @@ control flow, and every op (Conv1d, GroupNorm, SiLU, nearest Resize, SDPA, sin/c
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,13 +23,16 @@ from torch import nn
 
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError
+from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.schedule import log_snr
 
 TIME_INPUTS = ("t", "logsnr")
 
 
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(JsonConfig):
+    config_kind: ClassVar[str] = "U-Net config"
+
     """Shape of a 1D U-Net. `in_channels` is the packed channel count C·F (also the output's)."""
 
     name: str = "small"
@@ -112,34 +113,11 @@ class UNetConfig:
                 f"{self.downsample_factor}; audio preset {audio.name!r} gives {audio.packed_length}"
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["channel_mults"] = list(self.channel_mults)
-        data["attention_levels"] = list(self.attention_levels)
-        return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "UNetConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown U-Net config fields: {', '.join(sorted(unknown))}")
-        data = dict(data)
-        data.setdefault("input_skip", False)  # configs saved before the skip existed describe networks without it
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> "UNetConfig":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"U-Net config is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("U-Net config JSON must be an object")
-        return cls.from_dict(data)
+        if isinstance(data, dict):
+            data = {"input_skip": False, **data}  # configs saved before the skip existed describe networks without it
+        return super().from_dict(data)
 
 
 # Presets without in_channels: that comes from the audio preset (see `unet_config`).
