@@ -83,6 +83,8 @@ def bench(
         lib.write_markdown(markdown_out, report, overwrite=overwrite)
     if plot_out is not None:
         lib.write_plot(plot_out, report, overwrite=overwrite)
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     if quiet:
         print(lib.summary_line(report))
     else:
