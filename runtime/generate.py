@@ -184,7 +184,7 @@ def generate(
         while done < total_clips:
             # Always a full batch (fixed shapes for CUDA graphs / plans); surplus clips' noise is drawn and dropped.
             before = np.array([sampler.timings.sample_ms, sampler.timings.decode_ms])
-            waves = sampler(noise.take(batch))
+            waves = sampler(noise.take(batch), noise.take_phase(batch, sampler.phase_shape))
             clip_ms = (np.array([sampler.timings.sample_ms, sampler.timings.decode_ms]) - before) / batch
             for wave in waves[: total_clips - done]:
                 pending.append(wave)

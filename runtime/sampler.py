@@ -28,10 +28,11 @@ import numpy as np
 from pdd.runtime.backends import Backend
 from pdd.runtime.bundle import Bundle, finite_or_error
 from pdd.runtime.errors import ConfigError
-from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, packed_to_audio
+from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, packed_to_audio, random_phase
 from pdd.runtime.schedule import ddim_coefficients, grid
 
 MODES = ("sampler", "loop")
+PHASE_STREAM = 1  # NoiseStream's phases come from Generator([seed, 1]): independent of the noise, fixed per seed
 VOCODERS = ("auto", "graph", "numpy")
 
 
@@ -43,14 +44,20 @@ def initial_noise(seed: int, batch: int, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class NoiseStream:
-    """Consecutive clips of `initial_noise(seed, n, shape)`, drawn a batch at a time (clip i never depends on batching)."""
+    """Consecutive clips of `initial_noise(seed, n, shape)`, drawn a batch at a time (clip i never depends on batching),
+    and, from a second stream of the same seed, each clip's Griffin-Lim start phase."""
 
     def __init__(self, seed: int, shape: tuple[int, ...]) -> None:
         self.rng = np.random.default_rng(seed)
+        self.phase_rng = np.random.default_rng([seed, PHASE_STREAM])
         self.shape = shape
 
     def take(self, count: int) -> np.ndarray:
         return self.rng.standard_normal((count, *self.shape), dtype=np.float32)
+
+    def take_phase(self, count: int, shape: tuple[int, ...]) -> np.ndarray:
+        """(count, n_freqs, frames) start phases for the vocoder, one per clip, in clip order."""
+        return random_phase(self.phase_rng, (count, *shape))
 
 
 def loop_steps_error(bundle: Bundle, steps: int) -> str | None:
@@ -165,24 +172,31 @@ class Sampler:
             z = (np.float32(a) * z + np.float32(b) * v).astype(np.float32, copy=False)
         return z
 
-    def decode(self, x0: Any) -> np.ndarray:
-        """(B, C·F, L) x̂0 → (B, samples) waveform via the vocoder graph or numpy Griffin-Lim."""
+    @property
+    def phase_shape(self) -> tuple[int, int]:
+        """Per-clip shape of the Griffin-Lim start phase: (n_freqs, frames)."""
+        return (self.bundle.audio.n_freqs, self.bundle.audio.frames)
+
+    def decode(self, x0: Any, phase0: np.ndarray | None = None) -> np.ndarray:
+        """(B, C·F, L) x̂0 → (B, samples) waveform via the vocoder graph or numpy Griffin-Lim, from `phase0`
+        (B, n_freqs, frames) radians, or zeros."""
         audio = self.bundle.audio
-        phase_shape = (self.batch, audio.n_freqs, audio.frames)
+        if phase0 is None:
+            phase0 = np.zeros((self.batch, *self.phase_shape), dtype=np.float32)
         if self.vocoder == "graph":
-            phase0 = np.zeros(phase_shape, dtype=np.float32)
             return self.backend.run("vocoder", {"x0": x0, "phase0": phase0})["waveform"]
         x0 = finite_or_error(self.backend.to_host(x0), "the sampler")
-        return packed_to_audio(x0, audio, n_iter=self.gl_iters, momentum=self.gl_momentum)
+        return packed_to_audio(x0, audio, n_iter=self.gl_iters, momentum=self.gl_momentum, phase0=phase0)
 
-    def __call__(self, z1: np.ndarray) -> np.ndarray:
-        """One batch of noise → (B, samples) float32 waveforms; stage times accumulate in `timings`."""
+    def __call__(self, z1: np.ndarray, phase0: np.ndarray | None = None) -> np.ndarray:
+        """One batch of noise (and optional Griffin-Lim start phases) → (B, samples) float32 waveforms; stage times
+        accumulate in `timings`."""
         if z1.shape[0] != self.batch:
             raise ConfigError(f"noise batch {z1.shape[0]} differs from the prepared batch {self.batch}")
         start = time.perf_counter()
         x0 = self.sample_x0(z1)
         mid = time.perf_counter()
-        wave = finite_or_error(np.asarray(self.decode(x0), dtype=np.float32), "the vocoder")
+        wave = finite_or_error(np.asarray(self.decode(x0, phase0), dtype=np.float32), "the vocoder")
         end = time.perf_counter()
         self.timings.sample_ms += (mid - start) * 1e3
         self.timings.decode_ms += (end - mid) * 1e3

@@ -170,3 +170,16 @@ def test_same_seed_same_audio_whatever_the_batch(bundle, cpu) -> None:
     np.testing.assert_allclose(three(initial_noise(9, 3, bundle.packed_shape)), singles, atol=1e-5)
     with pytest.raises(ConfigError, match="differs from the prepared batch"):
         three(initial_noise(9, 2, bundle.packed_shape))
+
+
+def test_start_phases_are_per_clip_and_reach_griffin_lim(bundle, cpu) -> None:
+    sampler = Sampler(bundle, cpu, SamplerSettings(vocoder="numpy"), batch=2)
+    whole = NoiseStream(5, bundle.packed_shape).take_phase(2, sampler.phase_shape)
+    split = NoiseStream(5, bundle.packed_shape)
+    np.testing.assert_array_equal(np.concatenate([split.take_phase(1, sampler.phase_shape) for _ in range(2)]), whole)
+    assert whole.shape == (2, bundle.audio.n_freqs, bundle.audio.frames) and np.abs(whole).max() <= np.pi
+    x0 = np.clip(initial_noise(3, 2, bundle.packed_shape), -1, 1)
+    magnitude = mel_to_magnitude(denormalize(unpack(x0, 3), bundle.audio), bundle.audio)
+    expected = griffin_lim(magnitude, bundle.audio, n_iter=sampler.gl_iters, phase0=whole)
+    np.testing.assert_allclose(sampler.decode(x0, whole), expected, atol=1e-6)
+    assert np.abs(sampler.decode(x0, whole) - sampler.decode(x0)).max() > 1e-3  # zeros are a different start
