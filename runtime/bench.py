@@ -873,13 +873,12 @@ def write_markdown(path: Path, report: dict[str, Any], *, overwrite: bool) -> Pa
 
 def write_plot(path: Path, report: dict[str, Any], *, overwrite: bool) -> Path:
     """Stacked per-stage p50 per batch size (left) and per-clip end-to-end latency (right), as a PNG."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install 'pdd[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pdd.runtime.plots import pyplot, save_figure
 
+    try:
+        plt = pyplot()
+    except ConfigError:
+        raise ConfigError("--plot needs matplotlib: pip install 'pdd[plot]'") from None
     path = Path(path)
     if path.exists() and not overwrite:
         raise AudioError(f"{path} already exists; pass --overwrite to replace it")
@@ -902,14 +901,7 @@ def write_plot(path: Path, report: dict[str, Any], *, overwrite: bool) -> Path:
     right.set_title(f"end to end, {report['engine']['clip_seconds']:.1f} s clips")
     fig.suptitle(f"pdd-bench {report['engine']['name']} — {report['backend']['detail']}", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path)
 
 
 def summary_line(report: dict[str, Any]) -> str:

@@ -41,6 +41,7 @@ from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import AudioError, ConfigError
 from pdd.runtime.griffinlim import DEFAULT_ITERS
 from pdd.runtime.mel import log_mel
+from pdd.runtime.plots import pyplot, save_figure
 from pdd.training.metrics import (
     GaussianStats,
     frechet_distance,
@@ -382,29 +383,9 @@ def comparison_line(entry: dict[str, Any], reference_steps: int) -> str:
 
 # -- plots --------------------------------------------------------------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(fig: Any, path: Path) -> None:
-    plt = _pyplot()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-
-
 def plot_metrics(path: Path, rows: list[Row]) -> None:
     """Metric vs N (log axis), teacher vs student, with the reference rows as horizontal lines."""
-    plt = _pyplot()
+    plt = pyplot()
     metrics = [("fd_bp", "FD-BP"), ("fd_mel", "FD-mel (dB²)"), ("flux_mean", "spectral flux mean (dB)"),
                ("fidelity_db", "fidelity vs teacher@ref (dB MAE)")]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=100)
@@ -424,12 +405,12 @@ def plot_metrics(path: Path, rows: list[Row]) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_spectrogram_grid(path: Path, named_mels: list[tuple[str, np.ndarray]], columns: int = 4) -> None:
     """One row per table row, the first `columns` clips side by side (normalised log-mels, shared colour scale)."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = max(1, min(columns, min(m.shape[0] for _, m in named_mels)))
     fig, axes = plt.subplots(len(named_mels), columns, figsize=(2.6 * columns, 1.25 * len(named_mels) + 0.4), dpi=100,
                              squeeze=False)
@@ -442,7 +423,7 @@ def plot_spectrogram_grid(path: Path, named_mels: list[tuple[str, np.ndarray]], 
             if col == 0:
                 ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def write_wavs(out: Path, name: str, waves: np.ndarray | list[np.ndarray], sample_rate: int) -> None:

@@ -37,6 +37,7 @@ from torch.utils.data import DistributedSampler
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.jsonconfig import JsonConfig
+from pdd.runtime.plots import pyplot, save_figure
 from pdd.training.cache import open_cache
 from pdd.training.checkpoint import (
     CheckpointError,
@@ -245,11 +246,7 @@ def plot_loss(log_path: Path, png_path: Path) -> None:
     entries = [e for e in read_log(log_path) if "loss" in e and "event" not in e]
     if not entries:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     steps = np.array([e["step"] for e in entries])
     loss = np.array([e["loss"] for e in entries])
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
@@ -264,13 +261,7 @@ def plot_loss(log_path: Path, png_path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, png_path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    save_figure(fig, png_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
