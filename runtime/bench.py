@@ -43,6 +43,7 @@ from pdd.runtime.backends import BACKENDS, DEVICES, Backend, create_backend, phy
 from pdd.runtime.benchmark import Stats, cold_start, machine_info, peak_rss_mb
 from pdd.runtime.bundle import Bundle, load_bundle
 from pdd.runtime.errors import AudioError, ConfigError
+from pdd.runtime.fileio import atomic_write_text
 from pdd.runtime.sampler import MODES, VOCODERS, NoiseStream, Sampler, SamplerSettings
 
 REPORT_FORMAT = "pdd-bench/1"
@@ -742,22 +743,6 @@ def report_keys() -> dict[str, Any]:
 # Writing: JSON, markdown, plot
 # ---------------------------------------------------------------------------------------------------------------------
 
-
-def atomic_write_text(path: Path, text: str, *, overwrite: bool) -> Path:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise AudioError(f"{path} already exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise AudioError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def check_output_paths(paths: Sequence[Path | None], overwrite: bool) -> None:

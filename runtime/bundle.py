@@ -65,7 +65,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -74,6 +73,7 @@ import numpy as np
 
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import BundleError, ConfigError
+from pdd.runtime.fileio import atomic_write_text
 from pdd.runtime.schedule import grid_coefficients
 
 MANIFEST_FORMAT = "pdd-engine/1"
@@ -305,16 +305,7 @@ def write_manifest(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any])
     manifest["files"] = files
     target = bundle_dir / MANIFEST_NAME
     text = json.dumps(manifest, indent=2, sort_keys=True, default=_json_default) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=bundle_dir)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a bundle is meant to be read by every user of the machine
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(target, text)
 
 
 def _json_default(value: Any) -> Any:

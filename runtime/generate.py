@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -25,6 +24,7 @@ from pdd.runtime.audio import WRITE_FORMATS, write_audio
 from pdd.runtime.backends import Backend, create_backend
 from pdd.runtime.bundle import Bundle, golden_tolerance, load_bundle
 from pdd.runtime.errors import AudioError, BundleError, ConfigError
+from pdd.runtime.fileio import write_json_atomic
 from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings
 
 DEFAULT_BATCH = 4
@@ -272,18 +272,7 @@ def _write_clip(
 
 def write_json(path: Path, data: dict[str, Any], *, overwrite: bool) -> Path:
     """Atomic JSON write; an existing file is kept unless `overwrite`."""
-    if path.exists() and not overwrite:
-        raise AudioError(f"{path} already exists; pass --overwrite to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, data, overwrite=overwrite)
 
 
 def _write_plot(path: Path, wave: np.ndarray, bundle: Bundle, overwrite: bool) -> Path:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from pdd.runtime import fileio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.mel import log_mel
@@ -266,14 +267,7 @@ class CacheWriter:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temp file and os.replace, so readers see the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=1)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    fileio.write_json_atomic(path, data, indent=1, sort_keys=False)  # split order is meaningful
 
 
 def remove_stale_shards(path: Path, keep: set[str]) -> None:

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from pdd.runtime import fileio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.jsonconfig import JsonConfig
@@ -156,9 +157,7 @@ class TrainResult:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    fileio.write_json_atomic(path, data, indent=2)
 
 
 def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: bool = False, force: bool = False) -> TrainConfig:

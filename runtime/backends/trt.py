@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -32,6 +31,7 @@ import numpy as np
 from pdd.runtime.backends import Backend
 from pdd.runtime.bundle import REEXPORT, Bundle, GraphSpec, plan_key, sha256_file
 from pdd.runtime.errors import BackendUnavailable, BundleError, ConfigError
+from pdd.runtime.fileio import atomic_write_bytes
 
 INSTALL_HINT = "pip install 'pdd[trt]' (tensorrt>=10 and cuda-python from NVIDIA) on a machine with an NVIDIA GPU and driver"
 WORKSPACE_BYTES = 4 << 30
@@ -200,21 +200,15 @@ def build_plan(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BundleError(f"{onnx_path}: TensorRT failed to build a plan (see the log above); {REEXPORT}")
-    _atomic_write(plan_path, bytes(serialized))
+    _write_plan_file(plan_path, bytes(serialized))
     if timing_cache is not None:
-        _atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
+        _write_plan_file(timing_cache, bytes(config.get_timing_cache().serialize()))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+
+def _write_plan_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 class _Engine:
@@ -371,7 +365,7 @@ class TrtBackend(Backend):
                  "graphs": {**(local.get("graphs") or {}), graph: {
                      "file": os.path.relpath(plan, self.bundle.path) if folder.is_relative_to(self.bundle.path) else str(plan),
                      "sha256": sha256_file(plan), "source_sha256": source, "batch": {"min": 1, "opt": batch, "max": batch}}}}
-        _atomic_write(sidecar, (json.dumps(local, indent=2, sort_keys=True) + "\n").encode())
+        _write_plan_file(sidecar, (json.dumps(local, indent=2, sort_keys=True) + "\n").encode())
         return plan
 
     def run(self, graph: str, inputs: Mapping[str, Any], keep: Sequence[str] = ()) -> dict[str, Any]:

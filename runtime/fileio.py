@@ -1,0 +1,45 @@
+"""Atomic file writes: a temp file in the same folder, then os.replace, so a reader (or a crash) sees the old file or the
+new one, never half of one. Files come out 0644 (mkstemp's 0600 would hide results from other users of the machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pdd.runtime.errors import AudioError
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True, mode: int = 0o644) -> Path:
+    """Write `data` to `path` atomically; an existing file is refused unless `overwrite` (a one-line error)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise AudioError(f"{path} already exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise AudioError(f"cannot write {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def write_json_atomic(
+    path: str | os.PathLike[str], data: Any, *, overwrite: bool = True, indent: int = 2, sort_keys: bool = True
+) -> Path:
+    """JSON with a trailing newline, written atomically (keys sorted unless their order carries meaning)."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n", overwrite=overwrite)
