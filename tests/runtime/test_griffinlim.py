@@ -60,3 +60,10 @@ def test_bad_arguments():
         griffin_lim(mag, TINY, momentum=1.5)
     with pytest.raises(ConfigError, match="phase0"):
         griffin_lim(mag, TINY, phase0=np.zeros((3, 3)))
+
+
+def test_zero_phase_input_equals_the_default_start():
+    mag = np.abs(stft(_piano_like(TINY), TINY))
+    default = griffin_lim(mag, TINY, n_iter=4)
+    explicit = griffin_lim(mag, TINY, n_iter=4, phase0=np.zeros_like(mag))
+    np.testing.assert_allclose(explicit, default, atol=1e-6)
