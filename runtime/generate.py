@@ -227,11 +227,28 @@ def crossfade_join(waves: list[np.ndarray], overlap: int) -> np.ndarray:
     return out
 
 
+PEAK_CEILING = 10 ** (-1 / 20)  # -1 dBFS, the level the training corpus was normalised to
+
+
+def peak_guard(wave: np.ndarray) -> tuple[np.ndarray, float]:
+    """Scale a clip whose peak would clip 16-bit PCM down to -1 dBFS; returns it and the gain applied (dB, ≤ 0).
+
+    Griffin-Lim's phase is not the original's, so a clip's peaks can exceed full scale even when its mel is in range
+    (measured: up to 1.9 on the default engine); hard clipping would add distortion, a gain change adds none.
+    """
+    peak = float(np.abs(wave).max(initial=0.0))
+    if peak <= 1.0:
+        return wave, 0.0
+    gain = PEAK_CEILING / peak
+    return (wave * np.float32(gain)).astype(np.float32, copy=False), float(20 * np.log10(gain))
+
+
 def _write_clip(
     options: RunOptions, bundle: Bundle, backend: Backend, sampler: Sampler, paths: dict[str, Path], index: int,
     wave: np.ndarray, stage_ms: np.ndarray, setup_ms: float,
 ) -> ClipResult:
     write_start = time.perf_counter()
+    wave, gain_db = peak_guard(wave) if options.subtype == "pcm16" else (wave, 0.0)
     audio = write_audio(paths["audio"], wave, bundle.audio.sample_rate, subtype=options.subtype, overwrite=options.overwrite)
     plot = _write_plot(paths["plot"], wave, bundle, options.overwrite) if "plot" in paths else None
     first_clip = index * options.seamless
@@ -257,6 +274,7 @@ def _write_clip(
         "samples": int(wave.shape[-1]),
         "seconds": round(wave.shape[-1] / bundle.audio.sample_rate, 4),
         "audio_file": audio.name,
+        "peak_guard_gain_db": round(gain_db, 2),
         "timings_ms": {
             "setup": round(setup_ms, 3),  # bundle load + hash checks + backend sessions, once per run
             # This file's share of its batches: noise → x̂0 (sample), x̂0 → waveform (decode), and their sum.

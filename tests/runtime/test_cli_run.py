@@ -303,3 +303,15 @@ def test_a_real_exported_bundle_runs_end_to_end(tmp_path: Path) -> None:
     # Fast Griffin-Lim (momentum 0.99) amplifies the modes' ~1e-7 x̂0 difference; export's vocoder tolerance bounds it.
     peak = np.abs(waves["sampler"]).max()
     assert np.abs(waves["sampler"] - waves["loop"]).max() <= 2e-3 * max(peak, 1.0)
+
+
+def test_peak_guard_scales_only_clips_that_would_clip() -> None:
+    from pdd.runtime.generate import PEAK_CEILING, peak_guard
+
+    quiet = np.array([0.5, -0.9], dtype=np.float32)
+    same, gain = peak_guard(quiet)
+    assert gain == 0.0 and np.array_equal(same, quiet)
+    loud = np.array([0.5, -2.0], dtype=np.float32)
+    scaled, gain = peak_guard(loud)
+    assert np.abs(scaled).max() == pytest.approx(PEAK_CEILING)
+    assert gain == pytest.approx(20 * np.log10(PEAK_CEILING / 2.0))
