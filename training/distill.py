@@ -51,7 +51,9 @@ from pdd.training.train import (
     Dist,
     NonFiniteLoss,
     plot_loss,
+    refuse_resume_with_force,
     resolve_device,
+    resume_changes,
     step_seed,
     truncate_log,
     write_json_atomic,
@@ -308,8 +310,7 @@ def prepare_distill_run(out: str | os.PathLike[str], teacher: str | os.PathLike[
     """
     out = Path(out)
     given = {k: v for k, v in given.items() if v is not None}
-    if resume and force:
-        raise ConfigError("--resume and --force contradict each other: resume continues the run, force starts it over")
+    refuse_resume_with_force(resume, force)
     if resume:
         run_file = out / RUN_FILE
         if not run_file.is_file():
@@ -319,15 +320,8 @@ def prepare_distill_run(out: str | os.PathLike[str], teacher: str | os.PathLike[
             config = DistillConfig.from_dict(record["settings"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{run_file} is not a pdd distillation record ({exc})") from None
-        changed = {k: v for k, v in given.items() if getattr(config, k) != v}
-        refused = sorted(k for k in changed if k not in RESUME_MAY_CHANGE)
-        for name, value in (("teacher", teacher), ("data", data)):
-            if value is not None and str(value) != record[name]:
-                refused.append(name)
-                changed[name] = value
-        if refused:
-            details = ", ".join(f"--{k.replace('_', '-')} {changed[k]!r}" for k in refused)
-            raise ConfigError(f"cannot resume {out} with different settings ({details}); start a new run instead")
+        recorded = {"teacher": (teacher, record["teacher"]), "data": (data, record["data"])}
+        changed = resume_changes(out, config, given, RESUME_MAY_CHANGE, recorded)
         record["settings"] = dataclasses.replace(config, **changed).to_dict()
         return record
 

@@ -160,6 +160,29 @@ def write_json_atomic(path: Path, data: Any) -> None:
     fileio.write_json_atomic(path, data, indent=2)
 
 
+def refuse_resume_with_force(resume: bool, force: bool) -> None:
+    if resume and force:
+        raise ConfigError("--resume and --force contradict each other: resume continues the run, force starts it over")
+
+
+def resume_changes(
+    out: Path, config: Any, given: dict[str, Any], may_change: frozenset[str], recorded: dict[str, tuple[Any, str]] | None = None
+) -> dict[str, Any]:
+    """The settings a resumed run may change and does; a ConfigError naming every other difference with the run's value.
+
+    `recorded` holds settings kept outside the config (name → (given or None, the run's recorded string)).
+    """
+    changed = {k: v for k, v in given.items() if getattr(config, k) != v}
+    refused = {k: getattr(config, k) for k in changed if k not in may_change}
+    for name, (value, was) in (recorded or {}).items():
+        if value is not None and str(value) != was:
+            changed[name], refused[name] = value, was
+    if refused:
+        details = ", ".join(f"--{k.replace('_', '-')} {changed[k]!r} (run has {refused[k]!r})" for k in sorted(refused))
+        raise ConfigError(f"cannot resume {out} with different settings: {details}; start a new run instead")
+    return changed
+
+
 def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: bool = False, force: bool = False) -> TrainConfig:
     """The TrainConfig of the run in `out`: a new one from `given`, or (resume) the saved one with allowed changes applied.
 
@@ -167,8 +190,7 @@ def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: b
     """
     out = Path(out)
     given = {k: v for k, v in given.items() if v is not None}
-    if resume and force:
-        raise ConfigError("--resume and --force contradict each other: resume continues the run, force starts it over")
+    refuse_resume_with_force(resume, force)
     if resume:
         run_file = out / RUN_FILE
         if not (out / CHECKPOINT_FILE).is_file() or not run_file.is_file():
@@ -178,12 +200,7 @@ def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: b
             config = TrainConfig.from_dict(saved["train"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{run_file} is not a pdd run file ({exc})") from None
-        changed = {k: v for k, v in given.items() if getattr(config, k) != v}
-        refused = sorted(k for k in changed if k not in RESUME_MAY_CHANGE)
-        if refused:
-            details = ", ".join(f"--{k.replace('_', '-')} {changed[k]!r} (run has {getattr(config, k)!r})" for k in refused)
-            raise ConfigError(f"cannot resume {out} with different settings: {details}; start a new run instead")
-        return dataclasses.replace(config, **changed)
+        return dataclasses.replace(config, **resume_changes(out, config, given, RESUME_MAY_CHANGE))
 
     if "data" not in given:
         raise ConfigError("--data CACHE is required for a new run")

@@ -97,6 +97,8 @@ def test_cli_runs_and_refuses_bad_input(teacher: Path, tmp_path: Path):
 
     assert "already holds files" in one_error_line(invoke("--teacher", teacher, "--out", out))
     assert "contradict" in one_error_line(invoke("--out", out, "--resume", "--force"))
+    changed = one_error_line(invoke("--out", out, "--resume", "--lr", 0.5, "--teacher", tmp_path / "other.pt"))
+    assert "cannot resume" in changed and "--lr 0.5" in changed and "--teacher" in changed and "run has" in changed
     assert "nothing to resume" in one_error_line(invoke("--out", tmp_path / "empty", "--resume"))
     assert "--teacher" in one_error_line(invoke("--out", tmp_path / "x"))
     assert "no such checkpoint" in one_error_line(invoke("--teacher", tmp_path / "nope.pt", "--out", tmp_path / "y"))
