@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,14 +149,23 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 — torch.load raises many types for foreign/corrupt files; all mean the same
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable pdd checkpoint ({first_line[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable pdd checkpoint ({_load_failure(path, exc)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: not a pdd checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
     if not isinstance(state.get("info"), dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path}: checkpoint lacks its info or model weights")
     return state
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why torch.load refused a file, in words a user can act on (torch's own messages run to paragraphs)."""
+    if not zipfile.is_zipfile(path):
+        return "not a PyTorch checkpoint file"
+    text = str(exc).strip()
+    if "Weights only load failed" in text:
+        return "it holds Python objects that safe weights_only loading refuses; pdd checkpoints hold only tensors and plain data"
+    return (text.splitlines()[0].split(". ")[0] if text else type(exc).__name__)[:200]
 
 
 def checkpoint_info(state: dict[str, Any]) -> CheckpointInfo:

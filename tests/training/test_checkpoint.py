@@ -91,10 +91,16 @@ def test_corrupt_truncated_and_foreign_files_are_one_line_errors(tmp_path) -> No
     torch.save({"state_dict": model.state_dict()}, foreign)
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps(pickle.Pickler))  # a global weights_only must refuse
-    for path in (truncated, text, foreign, evil, tmp_path / "missing.pt"):
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"obj": pickle.Pickler}, unsafe)  # a real torch zip file whose pickle names a global
+    for path in (truncated, text, foreign, evil, unsafe, tmp_path / "missing.pt"):
         with pytest.raises(PddError) as err:
             load_checkpoint(path)
-        assert "\n" not in str(err.value) and str(path) in str(err.value)
+        assert "\n" not in str(err.value) and str(path) in str(err.value) and len(str(err.value)) < 300
+    with pytest.raises(PddError, match="not a PyTorch checkpoint file"):
+        load_checkpoint(text)
+    with pytest.raises(PddError, match="weights_only loading refuses"):
+        load_checkpoint(unsafe)
 
 
 def test_another_preset_or_config_is_refused() -> None:
