@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pdd.runtime.errors import AudioError
+from pdd.runtime.errors import AudioError, PddError
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True, mode: int = 0o644) -> Path:
@@ -43,3 +43,16 @@ def write_json_atomic(
 ) -> Path:
     """JSON with a trailing newline, written atomically (keys sorted unless their order carries meaning)."""
     return atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=sort_keys) + "\n", overwrite=overwrite)
+
+
+def ensure_writable_dir(path: str | os.PathLike[str], error: type[PddError] = PddError) -> Path:
+    """Create `path` if needed and prove it takes a file now, before any long work; else `error` with the OS's reason."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".pdd-write-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise error(f"cannot write to {path}: {exc.strerror or exc}") from None
+    return path

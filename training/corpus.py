@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from pdd.runtime.errors import ConfigError, PddError
+from pdd.runtime.fileio import ensure_writable_dir
 from pdd.training.cache import write_json_atomic
 
 MANIFEST_NAME = "corpus.json"
@@ -387,13 +388,7 @@ def check_output_folder(out: Path, settings: RenderSettings, force: bool) -> dic
                 "choose a new --out or pass --force to re-render"
             )
         manifest = None  # --force: nothing is reused
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".pdd-write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise CorpusError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    ensure_writable_dir(out, CorpusError)
     return manifest
 
 

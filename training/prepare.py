@@ -24,6 +24,7 @@ import numpy as np
 from pdd.runtime.audio import load_audio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import AudioError, ConfigError
+from pdd.runtime.fileio import ensure_writable_dir
 from pdd.runtime.mel import log_mel
 from pdd.training.cache import DTYPES, INDEX_NAME, CacheError, CacheWriter, open_cache, read_index
 
@@ -198,13 +199,7 @@ def _config_diff(old: AudioConfig, new: AudioConfig) -> str:
 
 
 def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".pdd-write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise CacheError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    ensure_writable_dir(out, CacheError)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
