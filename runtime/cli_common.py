@@ -49,13 +49,3 @@ def user_errors(func: F) -> F:
             raise fail("interrupted", EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def not_built_yet(command: str, issue: str) -> Callable[[], None]:
-    """Entry point for a command whose implementation has not landed: says so and exits 2 (no fake output)."""
-
-    def main() -> None:
-        print(f"error: {command} is not built yet ({issue})", file=sys.stderr)
-        raise SystemExit(EXIT_USER_ERROR)
-
-    return main
