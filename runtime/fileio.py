@@ -8,9 +8,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
-from pdd.runtime.errors import AudioError, PddError
+from pdd.runtime.errors import AudioError, ConfigError, PddError
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True, mode: int = 0o644) -> Path:
@@ -56,3 +56,15 @@ def ensure_writable_dir(path: str | os.PathLike[str], error: type[PddError] = Pd
     except OSError as exc:
         raise error(f"cannot write to {path}: {exc.strerror or exc}") from None
     return path
+
+
+def claim_output_folder(out: Path, *, force: bool, own_files: Callable[[Path], Iterable[Path]], hint: str) -> None:
+    """Refuse an output folder that already holds files unless `force`; with `force` delete only `own_files(out)`,
+    the files this command writes, so nothing else a user keeps there is ever lost. `hint` says how to proceed."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ConfigError(f"{out} already holds files; {hint}")
+        for path in own_files(out):
+            path.unlink(missing_ok=True)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from pdd.runtime.errors import ConfigError
+from pdd.runtime.fileio import claim_output_folder
 from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.schedule import alpha_sigma, ddim_step, diffuse, distill_target, grid, snr_weight, x0_from_v
 from pdd.training.cache import open_cache
@@ -328,13 +329,8 @@ def prepare_distill_run(out: str | os.PathLike[str], teacher: str | os.PathLike[
     if teacher is None:
         raise ConfigError("--teacher CHECKPOINT is required for a new distillation run")
     config = DistillConfig(**given)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise ConfigError(f"{out} already holds files; pass --resume to continue that run or --force to start over")
-        for path in _our_files(out):
-            path.unlink(missing_ok=True)
+    claim_output_folder(out, force=force, own_files=_our_files,
+                        hint="pass --resume to continue that run or --force to start over")
     info = read_info(teacher)
     if info.kind == "student" and info.steps != config.from_steps:
         raise ConfigError(f"{teacher} is a {info.steps}-step student; distil it with --from-steps {info.steps}")

@@ -39,6 +39,7 @@ import numpy as np
 from pdd.runtime.audio import load_audio, write_audio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import AudioError, ConfigError
+from pdd.runtime.fileio import claim_output_folder
 from pdd.runtime.griffinlim import DEFAULT_ITERS
 from pdd.runtime.mel import log_mel
 from pdd.runtime.plots import pyplot, save_figure
@@ -288,22 +289,18 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9@]+", "-", name.lower()).strip("-").replace("@", "-at-")
 
 
+def _evaluation_files(out: Path) -> list[Path]:
+    return [out / name for name in OUTPUT_FILES] + sorted((out / WAV_DIR).glob("*/*.wav"))
+
+
 def prepare_out(out: Path, force: bool) -> None:
     """Refuse a folder that holds files unless `force`, which removes only what an evaluation writes."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise ConfigError(f"{out} already holds files; pass --force to replace the evaluation there")
-        for name in OUTPUT_FILES:
-            (out / name).unlink(missing_ok=True)
-        wav_dir = out / WAV_DIR
-        if wav_dir.is_dir():
-            for wav in wav_dir.glob("*/*.wav"):
-                wav.unlink()
-            for sub in wav_dir.iterdir():
-                if sub.is_dir() and not any(sub.iterdir()):
-                    sub.rmdir()
+    claim_output_folder(out, force=force, own_files=_evaluation_files, hint="pass --force to replace the evaluation there")
+    wav_dir = out / WAV_DIR
+    if wav_dir.is_dir():  # row folders emptied by --force go too
+        for sub in wav_dir.iterdir():
+            if sub.is_dir() and not any(sub.iterdir()):
+                sub.rmdir()
     out.mkdir(parents=True, exist_ok=True)
 
 

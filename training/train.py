@@ -160,6 +160,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
     fileio.write_json_atomic(path, data, indent=2)
 
 
+def _run_files(out: Path) -> list[Path]:
+    """Every file a teacher run writes in its folder (what --force may delete)."""
+    files = [out / name for name in OUR_FILES]
+    files += sorted((out / MILESTONE_DIR).glob("step-*.pt"))
+    previews = out / PREVIEW_DIR
+    if previews.is_dir():
+        files += [item for item in previews.iterdir() if item.is_file() and item.suffix in (".wav", ".png")]
+    return files
+
+
 def refuse_resume_with_force(resume: bool, force: bool) -> None:
     if resume and force:
         raise ConfigError("--resume and --force contradict each other: resume continues the run, force starts it over")
@@ -205,22 +215,9 @@ def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: b
     if "data" not in given:
         raise ConfigError("--data CACHE is required for a new run")
     config = TrainConfig(**given)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise ConfigError(f"{out} already holds files; pass --resume to continue that run or --force to start over")
-        for name in OUR_FILES:
-            (out / name).unlink(missing_ok=True)
-        milestones = out / MILESTONE_DIR
-        if milestones.is_dir():
-            for item in milestones.glob("step-*.pt"):
-                item.unlink()
-        previews = out / PREVIEW_DIR
-        if previews.is_dir():
-            for item in previews.iterdir():
-                if item.is_file() and item.suffix in (".wav", ".png"):
-                    item.unlink()
+    fileio.claim_output_folder(
+        out, force=force, own_files=_run_files, hint="pass --resume to continue that run or --force to start over"
+    )
     return config
 
 
