@@ -17,15 +17,10 @@ from pdd.training.distill import distill, find_students, prepare_distill_run
 from pdd.training.unet1d import UNet1D, unet_config
 
 TINY = get_preset("tiny")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SETTINGS = dict(from_steps=4, to_steps=1, steps_per_round=6, batch_size=2, lr=1e-3, checkpoint_every=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +76,7 @@ def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
-
-
-def test_cli_runs_and_refuses_bad_input(teacher: Path, tmp_path: Path):
+def test_cli_runs_and_refuses_bad_input(teacher: Path, tmp_path: Path, one_error_line):
     out = tmp_path / "cli"
     ok = invoke("--teacher", teacher, "--from-steps", 2, "--to-steps", 1, "--steps-per-round", 2, "--batch-size", 2,
                 "--out", out, "--no-progress", "--device", "cpu")

@@ -19,13 +19,6 @@ def invoke(*args: object):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    return lines[0]
-
-
 @pytest.fixture()
 def folders(tmp_path: Path) -> tuple[Path, Path]:
     gen, ref = tmp_path / "gen", tmp_path / "ref"
@@ -37,7 +30,7 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
     return gen, ref
 
 
-def test_folder_mode_writes_a_table(folders, tmp_path: Path):
+def test_folder_mode_writes_a_table(folders, tmp_path: Path, one_error_line):
     gen, ref = folders
     result = invoke("--generated", gen, "--reference", ref, "--preset", "tiny", "--no-fd-bp", "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
@@ -50,7 +43,7 @@ def test_folder_mode_writes_a_table(folders, tmp_path: Path):
     assert forced.exit_code == 0, forced.output
 
 
-def test_bad_input_is_one_line(folders, tmp_path: Path):
+def test_bad_input_is_one_line(folders, tmp_path: Path, one_error_line):
     gen, ref = folders
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -25,15 +25,9 @@ from pdd.training.distill import (
 from pdd.training.unet1d import UNet1D, unet_config
 
 AUDIO = get_preset("tiny")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run fastest (and most predictably) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_teacher(seed: int = 0) -> UNet1D:

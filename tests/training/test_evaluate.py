@@ -22,15 +22,10 @@ from pdd.training.prepare import PrepareParams, prepare_cache
 from pdd.training.unet1d import UNet1D, unet_config
 
 TINY = get_preset("tiny")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 HAVE_BASIC_PITCH = importlib.util.find_spec("basic_pitch") is not None
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_split_by_source_keeps_files_whole_and_halves_balanced():
