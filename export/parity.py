@@ -25,6 +25,7 @@ import onnx
 from pdd.runtime.bundle import GOLDEN_TOLERANCE, golden_tolerance
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.griffinlim import packed_to_audio
+from pdd.runtime.silence import DEFAULT_GATE, SilenceGate
 
 # One table for export and `pdd-run --verify`: the runtime's (relative to each reference's peak).
 TOLERANCE = GOLDEN_TOLERANCE
@@ -93,6 +94,7 @@ def run_graph(model: onnx.ModelProto | str, inputs: dict[str, np.ndarray]) -> di
     return dict(zip(names, session.run(names, inputs)))
 
 
-def numpy_vocoder(x0: np.ndarray, phase0: np.ndarray, audio: AudioConfig, gl_iters: int, gl_momentum: float) -> np.ndarray:
+def numpy_vocoder(x0: np.ndarray, phase0: np.ndarray, audio: AudioConfig, gl_iters: int, gl_momentum: float,
+                  gate: SilenceGate | None = DEFAULT_GATE) -> np.ndarray:
     """The runtime's CPU path from packed x̂0 to a waveform: unpack → denormalise → mel⁻¹ → Griffin-Lim."""
-    return packed_to_audio(x0, audio, n_iter=gl_iters, momentum=gl_momentum, phase0=phase0)
+    return packed_to_audio(x0, audio, n_iter=gl_iters, momentum=gl_momentum, phase0=phase0, gate=gate)

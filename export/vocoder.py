@@ -1,6 +1,6 @@
 """The vocoder graph: packed normalised mel x̂0 → waveform, as a torch module that exports to a small ONNX graph.
 
-Same arithmetic as the runtime's numpy path (DESIGN §3): `pdd.runtime.pack.unpack` → `pdd.runtime.mel.denormalize` →
+Same arithmetic as the runtime's numpy path (DESIGN §3): `pdd.runtime.pack.unpack` → `pdd.runtime.mel.denormalize` → `pdd.runtime.silence.gate_power` →
 `pdd.runtime.mel.mel_to_magnitude` → `pdd.runtime.griffinlim.griffin_lim`. The STFT and its inverse are a Conv1d and a
 ConvTranspose1d with DFT bases, because ONNX has no inverse-STFT op and TensorRT parses no DFT, while Conv/ConvTranspose run on
 every backend. The bases are built inside `forward` from integer ranges (cos/sin of 2π·((k·n) mod N)/N), so the exported graph
@@ -21,13 +21,15 @@ from pdd.runtime.griffinlim import _EPS as GL_EPS
 from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM
 from pdd.runtime.mel import mel_pseudo_inverse, reference_power
 from pdd.runtime.pack import unsnake_index
+from pdd.runtime.silence import DEFAULT_GATE, SilenceGate, gate_power
 from pdd.runtime.spectral import StftPlan
 
 
 class GriffinLimVocoder(nn.Module):
     """(x0 (B, C·F, L) in [-1, 1], phase0 (B, n_fft/2+1, frames) radians) → waveform (B, (frames−1)·hop) float32."""
 
-    def __init__(self, audio: AudioConfig, *, n_iter: int = DEFAULT_ITERS, momentum: float = DEFAULT_MOMENTUM) -> None:
+    def __init__(self, audio: AudioConfig, *, n_iter: int = DEFAULT_ITERS, momentum: float = DEFAULT_MOMENTUM,
+                 gate: SilenceGate | None = DEFAULT_GATE) -> None:
         super().__init__()
         if n_iter < 0:
             raise ValueError(f"Griffin-Lim iterations must be >= 0, got {n_iter}")
@@ -36,6 +38,7 @@ class GriffinLimVocoder(nn.Module):
         self.audio = audio
         self.n_iter = int(n_iter)
         self.momentum = float(momentum)
+        self.gate = gate  # the runtime's silence gate, same arithmetic (pdd.runtime.silence)
         plan = StftPlan.from_config(audio)
         self.window_sum = plan.window_sum
         self.length = plan.n_samples(audio.frames)
@@ -137,5 +140,6 @@ class GriffinLimVocoder(nn.Module):
         return self.istft(magnitude * ang_re, magnitude * ang_im, synthesis, inv_envelope)
 
     def forward(self, x0: torch.Tensor, phase0: torch.Tensor) -> torch.Tensor:
-        magnitude = self.magnitude(self.denormalize(self.unpack(x0)))
+        mel = self.unpack(x0)
+        magnitude = self.magnitude(gate_power(self.denormalize(mel), mel, self.gate))
         return self.griffin_lim(magnitude, phase0)

@@ -75,10 +75,13 @@ from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import BundleError, ConfigError
 from pdd.runtime.fileio import atomic_write_text
 from pdd.runtime.schedule import grid_coefficients
+from pdd.runtime.silence import DEFAULT_GATE, SilenceGate
 
-MANIFEST_FORMAT = "pdd-engine/1"
+MANIFEST_FORMAT = "pdd-engine/2"  # what this pdd writes
+READABLE_FORMATS = ("pdd-engine/1", "pdd-engine/2")  # /1: Griffin-Lim only, no silence gate in its graph
 MANIFEST_NAME = "manifest.json"
-GRAPH_NAMES = ("denoiser", "sampler", "vocoder")
+GRAPH_NAMES = ("denoiser", "sampler", "vocoder", "neural_vocoder", "neural_vocoder_wave")
+VOCODER_CHOICES = ("neural", "gl")  # what decode.default_vocoder may name
 PRECISIONS = ("fp32", "fp16")
 REQUIRED_KEYS = (
     "format", "name", "audio", "pack", "schedule", "parameterization", "steps", "model", "precision", "graphs",
@@ -89,6 +92,8 @@ GRAPH_IO = {
     "denoiser": (("z_t", "t"), ("v",)),
     "sampler": (("z_1",), ("x0",)),
     "vocoder": (("x0", "phase0"), ("waveform",)),
+    "neural_vocoder": (("x0",), ("spectrum",)),
+    "neural_vocoder_wave": (("x0",), ("waveform",)),
 }
 # ONNX Runtime's type strings ("tensor(float)") ↔ numpy dtype names used in the manifest.
 ORT_DTYPES = {
@@ -247,6 +252,37 @@ class Bundle:
                 return None  # a broken cache is rebuilt, not fatal
         return None
 
+    # -- decode (pdd-engine/2) ---------------------------------------------------------------------------------------
+    @property
+    def format(self) -> str:
+        return str(self.manifest["format"])
+
+    @property
+    def decode(self) -> dict[str, Any]:
+        return self.manifest.get("decode") or {}
+
+    @property
+    def gl_gate(self) -> SilenceGate | None:
+        """Griffin-Lim's silence gate: the manifest's (v2), else the default for numpy decoding of a pdd-engine/1 bundle
+        (its vocoder graph predates the gate and decodes the floor literally)."""
+        if self.format != MANIFEST_FORMAT:
+            return DEFAULT_GATE
+        return SilenceGate.from_manifest(self.decode.get("silence_gate"))
+
+    @property
+    def neural(self) -> dict[str, Any] | None:
+        """The learned vocoder's decode entry, or None when the bundle has none."""
+        return self.decode.get("neural")
+
+    @property
+    def vocoders(self) -> tuple[str, ...]:
+        """Vocoders this bundle can decode with: "neural" (if it ships one) and "gl" (always: numpy Griffin-Lim)."""
+        return ("neural", "gl") if self.neural is not None else ("gl",)
+
+    @property
+    def default_vocoder(self) -> str:
+        return str(self.decode.get("default_vocoder", "gl"))
+
     def file_sha256(self, relpath: str) -> str:
         return self.manifest["files"].get(relpath, "")
 
@@ -296,6 +332,8 @@ def write_manifest(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any])
     bundle_dir = Path(bundle_dir)
     manifest = dict(manifest)
     manifest["format"] = MANIFEST_FORMAT
+    # A manifest without a decode entry decodes with Griffin-Lim behind the default silence gate.
+    manifest.setdefault("decode", {"silence_gate": DEFAULT_GATE.to_dict(), "default_vocoder": "gl"})
     files: dict[str, str] = {}
     for relpath in referenced_files(manifest):
         path = bundle_dir / relpath
@@ -358,9 +396,10 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_graphs: bool = True
         raise BundleError(f"{manifest_path} is not a JSON object; {REEXPORT}")
 
     fmt = manifest.get("format")
-    if fmt != MANIFEST_FORMAT:
+    if fmt not in READABLE_FORMATS:
         raise BundleError(
-            f"{path}: bundle format {fmt!r} is not supported (this pdd reads {MANIFEST_FORMAT!r}); {REEXPORT} from this version"
+            f"{path}: bundle format {str(fmt)[:40]!r} is not supported (this pdd reads {', '.join(READABLE_FORMATS)}); "
+            f"{REEXPORT} from this version"
         )
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
@@ -374,6 +413,7 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_graphs: bool = True
         raise BundleError(f"{path}: unknown precision {manifest['precision']!r}; {REEXPORT}")
     graphs = _parse_graphs(manifest, path)
     _check_graph_shapes(graphs, audio, path)
+    _check_decode(manifest, graphs, path)
     if check_hashes:
         _check_files(manifest, path)
 
@@ -466,6 +506,8 @@ def _check_graph_shapes(graphs: dict[str, GraphSpec], audio: AudioConfig, path: 
         ("sampler", "z_1"): [None, cf, length], ("sampler", "x0"): [None, cf, length],
         ("vocoder", "x0"): [None, cf, length], ("vocoder", "phase0"): [None, audio.n_freqs, audio.frames],
         ("vocoder", "waveform"): [None, audio.clip_samples],
+        ("neural_vocoder", "x0"): [None, cf, length], ("neural_vocoder", "spectrum"): [None, audio.frames, audio.n_freqs, 2],
+        ("neural_vocoder_wave", "x0"): [None, cf, length], ("neural_vocoder_wave", "waveform"): [None, audio.clip_samples],
     }
     for graph in graphs.values():
         for spec in graph.inputs + graph.outputs:
@@ -476,6 +518,43 @@ def _check_graph_shapes(graphs: dict[str, GraphSpec], audio: AudioConfig, path: 
                     f"{path}: {graph.name}.{spec.name} has shape {list(spec.shape)} but the audio preset "
                     f"{audio.name!r} needs {['batch' if w is None else w for w in want]}; {REEXPORT}"
                 )
+
+
+def _check_decode(manifest: dict[str, Any], graphs: dict[str, GraphSpec], path: Path) -> None:
+    """`decode` (pdd-engine/2): the Griffin-Lim silence gate, the default vocoder, and the learned vocoder's entry.
+
+    decode = {"silence_gate": {"threshold": float, "knee": float} | null,   Griffin-Lim's gate (numpy and graph alike)
+              "default_vocoder": "neural" | "gl",
+              "neural": {"graph": "neural_vocoder", "wave_graph": "neural_vocoder_wave" | null,
+                         "silence_gate": {...} | null, ...provenance}           optional; requires its graph(s)}
+    """
+    if manifest.get("format") != MANIFEST_FORMAT:
+        if "decode" in manifest or {"neural_vocoder", "neural_vocoder_wave"} & set(graphs):
+            raise BundleError(f"{path}: a {manifest.get('format')} manifest cannot hold a learned vocoder; {REEXPORT}")
+        return
+    decode = manifest.get("decode")
+    if not isinstance(decode, dict):
+        raise BundleError(f"{path}: manifest needs a 'decode' object (pdd-engine/2); {REEXPORT}")
+    try:
+        SilenceGate.from_manifest(decode.get("silence_gate"))
+    except (ConfigError, TypeError) as exc:
+        raise BundleError(f"{path}: decode.silence_gate is invalid ({exc}); {REEXPORT}") from None
+    neural = decode.get("neural")
+    if neural is not None:
+        if not isinstance(neural, dict) or neural.get("graph") != "neural_vocoder" or "neural_vocoder" not in graphs:
+            raise BundleError(f"{path}: decode.neural must name the bundle's neural_vocoder graph; {REEXPORT}")
+        wave = neural.get("wave_graph")
+        if wave is not None and (wave != "neural_vocoder_wave" or wave not in graphs):
+            raise BundleError(f"{path}: decode.neural.wave_graph names no graph of the bundle; {REEXPORT}")
+        try:
+            SilenceGate.from_manifest(neural.get("silence_gate"))
+        except (ConfigError, TypeError) as exc:
+            raise BundleError(f"{path}: decode.neural.silence_gate is invalid ({exc}); {REEXPORT}") from None
+    elif {"neural_vocoder", "neural_vocoder_wave"} & set(graphs):
+        raise BundleError(f"{path}: the bundle has neural vocoder graphs but no decode.neural entry; {REEXPORT}")
+    default = decode.get("default_vocoder")
+    if default not in VOCODER_CHOICES or (default == "neural" and neural is None):
+        raise BundleError(f"{path}: decode.default_vocoder must be 'gl' or (with a learned vocoder) 'neural'; {REEXPORT}")
 
 
 def _check_files(manifest: dict[str, Any], path: Path) -> None:
@@ -561,13 +640,19 @@ GOLDEN_TOLERANCE: dict[tuple[str, str], float] = {
     ("sampler", "fp16"): 5e-2,
     ("vocoder", "fp32"): 1e-2,  # momentum Griffin-Lim amplifies float32 rounding to ~1e-3; a real bug is off by ~1
     ("vocoder", "fp16"): 2e-2,
+    # The learned vocoder: one feed-forward pass (no iteration to amplify rounding); ~1e-6 of peak seen at export.
+    ("neural_vocoder", "fp32"): 1e-3,
+    ("neural_vocoder", "fp16"): 3e-2,
+    ("neural_vocoder_wave", "fp32"): 1e-3,
+    ("neural_vocoder_wave", "fp16"): 3e-2,
 }
+VOCODER_GRAPHS = ("vocoder", "neural_vocoder", "neural_vocoder_wave")  # always exported in fp32
 
 
 def golden_tolerance(graph: str, precision: str, *, tensorrt: bool = False) -> float:
     """Relative tolerance for `graph` of a `precision` bundle; `tensorrt` when TensorRT (native or EP) runs it."""
     column = "fp16" if precision == "fp16" or tensorrt else "fp32"
-    if graph == "vocoder" and not tensorrt:
+    if graph in VOCODER_GRAPHS and not tensorrt:
         column = "fp32"  # exported in fp32 whatever the bundle precision
     return GOLDEN_TOLERANCE[(graph, column)]
 

@@ -22,7 +22,7 @@ import numpy as np
 from pdd.runtime import __version__
 from pdd.runtime.audio import WRITE_FORMATS, write_audio
 from pdd.runtime.backends import Backend, create_backend
-from pdd.runtime.bundle import Bundle, golden_tolerance, load_bundle
+from pdd.runtime.bundle import MANIFEST_FORMAT, Bundle, golden_tolerance, load_bundle
 from pdd.runtime.errors import AudioError, BundleError, ConfigError
 from pdd.runtime.fileio import write_json_atomic
 from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings
@@ -266,9 +266,11 @@ def _write_clip(
         "backend": backend.name,
         "backend_detail": backend.describe(),
         "device": backend.device,
-        "vocoder": sampler.vocoder,
-        "gl_iters": sampler.gl_iters,
-        "gl_momentum": sampler.gl_momentum,
+        "vocoder": sampler.vocoder,  # "neural" (learned) or "gl" (Griffin-Lim)
+        "vocoder_impl": sampler.vocoder_impl,  # graph / wave-graph / numpy
+        "gl_iters": sampler.gl_iters if sampler.vocoder == "gl" else None,
+        "gl_momentum": sampler.gl_momentum if sampler.vocoder == "gl" else None,
+        "silence_gate": _gate_dict(sampler),
         "batch_size": sampler.batch,
         "sample_rate": bundle.audio.sample_rate,
         "samples": int(wave.shape[-1]),
@@ -286,6 +288,17 @@ def _write_clip(
     }
     write_json(paths["sidecar"], meta, overwrite=options.overwrite)
     return ClipResult(index=index, audio=audio, sidecar=paths["sidecar"], plot=plot, meta=meta)
+
+
+def _gate_dict(sampler: Sampler) -> dict[str, float] | None:
+    """The silence gate the decode applied (None: none, e.g. a pdd-engine/1 Griffin-Lim graph)."""
+    bundle = sampler.bundle
+    if sampler.vocoder == "neural":
+        gate = (bundle.neural or {}).get("silence_gate")
+        return dict(gate) if gate else None
+    if sampler.vocoder_impl == "graph" and bundle.format != MANIFEST_FORMAT:
+        return None
+    return bundle.gl_gate.to_dict() if bundle.gl_gate is not None else None
 
 
 def write_json(path: Path, data: dict[str, Any], *, overwrite: bool) -> Path:

@@ -11,6 +11,7 @@ from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.mel import denormalize, mel_to_magnitude
 from pdd.runtime.pack import unpack
+from pdd.runtime.silence import DEFAULT_GATE, SilenceGate, gate_power
 from pdd.runtime.spectral import StftPlan
 
 DEFAULT_ITERS = 32
@@ -96,9 +97,12 @@ def mel_to_audio(
     momentum: float = DEFAULT_MOMENTUM,
     phase0: np.ndarray | None = None,
     length: int | None = None,
+    gate: SilenceGate | None = DEFAULT_GATE,
 ) -> np.ndarray:
-    """The whole back end: normalised log-mel (..., n_mels, T) → denormalise → mel⁻¹ → Griffin-Lim → (..., samples)."""
-    magnitude = mel_to_magnitude(denormalize(mel, config), config)
+    """The whole back end: normalised log-mel (..., n_mels, T) → denormalise → silence gate → mel⁻¹ → Griffin-Lim →
+    (..., samples). `gate` None decodes the floor literally (pdd-engine/1 bundles' graphs did)."""
+    mel = np.asarray(mel, dtype=np.float32)
+    magnitude = mel_to_magnitude(gate_power(denormalize(mel, config), mel, gate), config)
     return griffin_lim(magnitude, config, n_iter=n_iter, momentum=momentum, phase0=phase0, length=length)
 
 

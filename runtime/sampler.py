@@ -9,9 +9,15 @@ Modes:
   Valid step counts are `Bundle.valid_loop_steps()`: the divisors of N, whose grids t = k/M are subsets of the trained
   grid (a distilled student only ever saw those times); any count for a bundle marked "continuous" (a teacher).
 
-Vocoders: `graph` (the bundle's vocoder.onnx, Griffin-Lim iterations fixed at export) or `numpy`
-(`pdd.runtime.griffinlim`, any iteration count). `auto` = the graph on a GPU backend (it keeps x̂0 on the device), numpy
-on the CPU (real FFTs beat DFT-as-convolution there), and numpy whenever the requested iterations differ from the graph's.
+Vocoders (`SamplerSettings.vocoder`):
+
+- `neural`: the bundle's learned vocoder. On the CPU its `neural_vocoder` graph gives STFT frames and numpy finishes the
+  inverse STFT (cheapest there); on a GPU backend the `neural_vocoder_wave` graph, when present, does the whole decode
+  on the device.
+- `gl`: Griffin-Lim behind the bundle's silence gate: the bundle's `vocoder` graph on a GPU backend (it keeps x̂0 on the
+  device), numpy on the CPU (real FFTs beat DFT-as-convolution there) and whenever --gl-iters differs from the graph's.
+  `graph` and `numpy` force one of the two Griffin-Lim implementations.
+- `auto`: the bundle's default (`neural` when it ships a learned vocoder), Griffin-Lim when --gl-iters is given.
 
 Noise comes from numpy's Generator(seed) on the host and is drawn clip by clip in order, so clip i of a seed is the same
 whatever the batch size and the same on every backend.
@@ -29,11 +35,12 @@ from pdd.runtime.backends import Backend
 from pdd.runtime.bundle import Bundle, finite_or_error
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, packed_to_audio, random_phase
+from pdd.runtime.neural_vocoder import spectrum_to_audio
 from pdd.runtime.schedule import ddim_coefficients, grid
 
 MODES = ("sampler", "loop")
 PHASE_STREAM = 1  # NoiseStream's phases come from Generator([seed, 1]): independent of the noise, fixed per seed
-VOCODERS = ("auto", "graph", "numpy")
+VOCODERS = ("auto", "neural", "gl", "graph", "numpy")  # graph/numpy: Griffin-Lim with that implementation
 
 
 def initial_noise(seed: int, batch: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -110,8 +117,8 @@ class Sampler:
         self.bundle, self.backend, self.batch = bundle, backend, batch
         self.mode = settings.mode
         self.steps = self._resolve_steps(settings)
-        self.vocoder, self.gl_iters, self.gl_momentum = self._resolve_vocoder(settings)
-        graphs = ["sampler" if self.mode == "sampler" else "denoiser"] + (["vocoder"] if self.vocoder == "graph" else [])
+        self.vocoder, self.vocoder_impl, self.gl_iters, self.gl_momentum = self._resolve_vocoder(settings)
+        graphs = ["sampler" if self.mode == "sampler" else "denoiser"] + self._decode_graphs()
         for graph in graphs:
             bundle.graph(graph)  # a clear error before anything is opened
         backend.prepare(graphs, batch)
@@ -137,7 +144,28 @@ class Sampler:
                 raise ConfigError("this bundle has no denoiser graph for loop mode; use --mode sampler")
         return steps
 
-    def _resolve_vocoder(self, settings: SamplerSettings) -> tuple[str, int, float]:
+    def _resolve_vocoder(self, settings: SamplerSettings) -> tuple[str, str, int, float]:
+        """(vocoder "neural"|"gl", implementation, Griffin-Lim iterations, momentum) for the settings on this bundle."""
+        choice = settings.vocoder
+        if choice == "auto":
+            choice = "gl" if settings.gl_iters is not None else self.bundle.default_vocoder
+        if choice == "neural":
+            neural = self.bundle.neural
+            if neural is None:
+                raise ConfigError(f"engine {self.bundle.name!r} has no learned vocoder; use --vocoder gl (Griffin-Lim) "
+                                  "or export one with `pdd-export --vocoder-ckpt`")
+            on_gpu = self.backend.device != "cpu"
+            impl = "wave-graph" if on_gpu and neural.get("wave_graph") else "graph"
+            return "neural", impl, 0, 0.0
+        impl, iters, momentum = self._resolve_griffin_lim(settings, choice)
+        return "gl", impl, iters, momentum
+
+    def _decode_graphs(self) -> list[str]:
+        if self.vocoder == "neural":
+            return ["neural_vocoder_wave" if self.vocoder_impl == "wave-graph" else "neural_vocoder"]
+        return ["vocoder"] if self.vocoder_impl == "graph" else []
+
+    def _resolve_griffin_lim(self, settings: SamplerSettings, choice: str) -> tuple[str, int, float]:
         bundle = self.bundle
         graph = bundle.graph("vocoder").extra if bundle.has_graph("vocoder") else None
         momentum = float(graph["gl_momentum"]) if graph else DEFAULT_MOMENTUM
@@ -145,13 +173,12 @@ class Sampler:
         iters = settings.gl_iters if settings.gl_iters is not None else (graph_iters or DEFAULT_ITERS)
         if iters < 0:
             raise ConfigError(f"--gl-iters must be >= 0, got {iters}")
-        choice = settings.vocoder
         if choice == "graph":
             if graph is None:
-                raise ConfigError("this bundle has no vocoder graph; use --vocoder numpy")
+                raise ConfigError("this bundle has no Griffin-Lim graph; use --vocoder numpy")
             if iters != graph_iters:
-                raise ConfigError(f"the vocoder graph runs exactly {graph_iters} Griffin-Lim iterations; use --vocoder numpy for {iters}")
-        elif choice == "auto":
+                raise ConfigError(f"the Griffin-Lim graph runs exactly {graph_iters} iterations; use --vocoder numpy for {iters}")
+        elif choice == "gl":
             on_gpu = self.backend.device != "cpu"
             choice = "graph" if graph is not None and on_gpu and iters == graph_iters else "numpy"
         return choice, iters, momentum
@@ -159,7 +186,7 @@ class Sampler:
     # -- stages ---------------------------------------------------------------------------------------------------
     def sample_x0(self, z1: np.ndarray) -> Any:
         """x̂0 for a batch of noise; a device value when the vocoder graph will consume it on the device."""
-        keep = ("x0",) if self.vocoder == "graph" else ()
+        keep = ("x0",) if self._decode_graphs() else ()
         if self.mode == "sampler":
             return self.backend.run("sampler", {"z_1": z1}, keep=keep)["x0"]
         times = grid(self.steps)
@@ -178,15 +205,21 @@ class Sampler:
         return (self.bundle.audio.n_freqs, self.bundle.audio.frames)
 
     def decode(self, x0: Any, phase0: np.ndarray | None = None) -> np.ndarray:
-        """(B, C·F, L) x̂0 → (B, samples) waveform via the vocoder graph or numpy Griffin-Lim, from `phase0`
-        (B, n_freqs, frames) radians, or zeros."""
+        """(B, C·F, L) x̂0 → (B, samples) waveform with the resolved vocoder; Griffin-Lim starts from `phase0`
+        (B, n_freqs, frames) radians, or zeros (the learned vocoder ignores it)."""
         audio = self.bundle.audio
+        if self.vocoder == "neural":
+            if self.vocoder_impl == "wave-graph":
+                return self.backend.run("neural_vocoder_wave", {"x0": x0})["waveform"]
+            spectrum = self.backend.to_host(self.backend.run("neural_vocoder", {"x0": x0})["spectrum"])
+            return spectrum_to_audio(finite_or_error(np.asarray(spectrum), "the neural vocoder"), audio)
         if phase0 is None:
             phase0 = np.zeros((self.batch, *self.phase_shape), dtype=np.float32)
-        if self.vocoder == "graph":
+        if self.vocoder_impl == "graph":
             return self.backend.run("vocoder", {"x0": x0, "phase0": phase0})["waveform"]
         x0 = finite_or_error(self.backend.to_host(x0), "the sampler")
-        return packed_to_audio(x0, audio, n_iter=self.gl_iters, momentum=self.gl_momentum, phase0=phase0)
+        return packed_to_audio(x0, audio, n_iter=self.gl_iters, momentum=self.gl_momentum, phase0=phase0,
+                               gate=self.bundle.gl_gate)
 
     def __call__(self, z1: np.ndarray, phase0: np.ndarray | None = None) -> np.ndarray:
         """One batch of noise (and optional Griffin-Lim start phases) → (B, samples) float32 waveforms; stage times

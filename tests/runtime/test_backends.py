@@ -241,7 +241,7 @@ def test_ort_cuda_golden_device_chain_and_cross_backend_audio(tiny_bundle_copy: 
     assert backend.device == "cuda"
     assert all(c.ok for c in verify(bundle, backend))
     sampler = Sampler(bundle, backend, SamplerSettings(), batch=2)
-    assert sampler.vocoder == "graph"
+    assert sampler.vocoder_impl == "graph"
     x0 = sampler.sample_x0(initial_noise(3, 2, bundle.packed_shape))
     assert not isinstance(x0, np.ndarray)  # an OrtValue on the device
     wave = sampler(initial_noise(3, 2, bundle.packed_shape))
@@ -434,7 +434,7 @@ def test_trt_backend_builds_keyed_plans_and_syncs_once_per_request(tiny_bundle_c
     assert backend.describe() == "TensorRT 10.9.0 on Fake GPU 80GB (fp32)"
 
     sampler = Sampler(bundle, backend, SamplerSettings(), batch=2)
-    assert sampler.vocoder == "graph" and fake_gpu.builds == ["sampler.onnx", "vocoder.onnx"]
+    assert sampler.vocoder_impl == "graph" and fake_gpu.builds == ["sampler.onnx", "vocoder.onnx"]
     z1 = initial_noise(2, 2, bundle.packed_shape)
     fake_gpu.syncs = 0
     wave = sampler(z1)

@@ -80,8 +80,8 @@ def test_missing_folder_and_non_bundles(tmp_path: Path) -> None:
 
 
 def test_other_format_version_says_reexport(tiny_bundle_copy: Path) -> None:
-    _edit_manifest(tiny_bundle_copy, lambda m: m.update(format="pdd-engine/2"), rehash=False)
-    with pytest.raises(BundleError, match=r"format 'pdd-engine/2' is not supported.*pdd-export"):
+    _edit_manifest(tiny_bundle_copy, lambda m: m.update(format="pdd-engine/3"), rehash=False)
+    with pytest.raises(BundleError, match=r"format 'pdd-engine/3' is not supported.*pdd-export"):
         load_bundle(tiny_bundle_copy)
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from pdd.runtime.silence import DEFAULT_GATE, silence_gain
 import pytest
 
 from pdd.runtime.backends import Backend, create_backend
@@ -88,21 +90,24 @@ def test_continuous_bundle_accepts_any_loop_count(tiny_bundle_copy: Path) -> Non
 
 def test_numpy_vocoder_is_the_runtime_griffin_lim(bundle, cpu) -> None:
     sampler = Sampler(bundle, cpu, SamplerSettings(vocoder="numpy", gl_iters=3), batch=2)
-    assert (sampler.vocoder, sampler.gl_iters, sampler.gl_momentum) == ("numpy", 3, 0.99)
+    assert (sampler.vocoder_impl, sampler.gl_iters, sampler.gl_momentum) == ("numpy", 3, 0.99)
     x0 = np.clip(initial_noise(2, 2, bundle.packed_shape), -1, 1)
-    magnitude = mel_to_magnitude(denormalize(unpack(x0, 3), bundle.audio), bundle.audio)
+    mel = unpack(x0, 3)
+    gated = denormalize(mel, bundle.audio) * silence_gain(mel, bundle.gl_gate)  # the floor decodes as silence
+    magnitude = mel_to_magnitude(gated, bundle.audio)
     expected = griffin_lim(magnitude, bundle.audio, n_iter=3, momentum=0.99)
     np.testing.assert_allclose(sampler.decode(x0), expected, atol=1e-6)
+    assert bundle.gl_gate == DEFAULT_GATE
     assert expected.shape == (2, bundle.audio.clip_samples)
 
 
 def test_vocoder_choice(bundle, cpu, tiny_reference) -> None:
     auto = Sampler(bundle, cpu, SamplerSettings(), batch=1)
-    assert (auto.vocoder, auto.gl_iters) == ("numpy", 4)  # CPU: numpy, with the graph's iteration count
+    assert (auto.vocoder, auto.vocoder_impl, auto.gl_iters) == ("gl", "numpy", 4)  # CPU: numpy, with the graph's iteration count
     graph = Sampler(bundle, cpu, SamplerSettings(vocoder="graph"), batch=2)
     x0 = initial_noise(4, 2, bundle.packed_shape)
     np.testing.assert_allclose(graph.decode(x0), tiny_reference.vocoder(x0), atol=1e-6)
-    with pytest.raises(ConfigError, match="vocoder graph runs exactly 4 Griffin-Lim iterations"):
+    with pytest.raises(ConfigError, match="Griffin-Lim graph runs exactly 4 iterations"):
         Sampler(bundle, cpu, SamplerSettings(vocoder="graph", gl_iters=8), batch=1)
     with pytest.raises(ConfigError, match="--gl-iters must be >= 0"):
         Sampler(bundle, cpu, SamplerSettings(gl_iters=-1), batch=1)
@@ -141,13 +146,13 @@ class Device:
 def test_gpu_backends_keep_x0_on_device_for_the_vocoder_graph(bundle, cpu, tiny_reference) -> None:
     gpu = RecordingGpu(cpu)
     sampler = Sampler(bundle, gpu, SamplerSettings(), batch=2)
-    assert sampler.vocoder == "graph"
+    assert sampler.vocoder_impl == "graph"
     z1 = initial_noise(0, 2, bundle.packed_shape)
     wave = sampler(z1)
     assert gpu.calls == [("sampler", ("x0",)), ("vocoder", ())]
     np.testing.assert_allclose(wave, tiny_reference.vocoder(tiny_reference.sampler(z1)), atol=1e-5)
     # Asking for other iterations than the graph's falls back to numpy Griffin-Lim (auto only).
-    assert Sampler(bundle, gpu, SamplerSettings(gl_iters=2), batch=2).vocoder == "numpy"
+    assert Sampler(bundle, gpu, SamplerSettings(gl_iters=2), batch=2).vocoder_impl == "numpy"
 
 
 def test_bundle_without_vocoder_graph(tiny_bundle_copy: Path) -> None:
@@ -157,8 +162,8 @@ def test_bundle_without_vocoder_graph(tiny_bundle_copy: Path) -> None:
     bundle = load_bundle(tiny_bundle_copy)
     with create_backend("ort", bundle, device="cpu") as backend:
         sampler = Sampler(bundle, backend, SamplerSettings(), batch=1)
-        assert (sampler.vocoder, sampler.gl_iters) == ("numpy", 32)
-        with pytest.raises(ConfigError, match="no vocoder graph; use --vocoder numpy"):
+        assert (sampler.vocoder_impl, sampler.gl_iters) == ("numpy", 32)
+        with pytest.raises(ConfigError, match="no Griffin-Lim graph; use --vocoder numpy"):
             Sampler(bundle, backend, SamplerSettings(vocoder="graph"), batch=1)
 
 
@@ -179,7 +184,8 @@ def test_start_phases_are_per_clip_and_reach_griffin_lim(bundle, cpu) -> None:
     np.testing.assert_array_equal(np.concatenate([split.take_phase(1, sampler.phase_shape) for _ in range(2)]), whole)
     assert whole.shape == (2, bundle.audio.n_freqs, bundle.audio.frames) and np.abs(whole).max() <= np.pi
     x0 = np.clip(initial_noise(3, 2, bundle.packed_shape), -1, 1)
-    magnitude = mel_to_magnitude(denormalize(unpack(x0, 3), bundle.audio), bundle.audio)
+    mel = unpack(x0, 3)
+    magnitude = mel_to_magnitude(denormalize(mel, bundle.audio) * silence_gain(mel, bundle.gl_gate), bundle.audio)
     expected = griffin_lim(magnitude, bundle.audio, n_iter=sampler.gl_iters, phase0=whole)
     np.testing.assert_allclose(sampler.decode(x0, whole), expected, atol=1e-6)
     assert np.abs(sampler.decode(x0, whole) - sampler.decode(x0)).max() > 1e-3  # zeros are a different start

@@ -1,0 +1,117 @@
+"""The learned vocoder's graphs for a bundle: packed x̂0 → STFT frames (CPU), or → waveform with the iSTFT in-graph (GPU).
+
+`neural_vocoder`       (x0 (B, C·F, L)) → spectrum (B, frames, n_freqs, 2)   the runtime finishes with numpy irfft + overlap-add,
+                                                                              the cheapest inverse on a CPU
+`neural_vocoder_wave`  (x0 (B, C·F, L)) → waveform (B, samples)             the same plus the inverse STFT as a ConvTranspose1d
+                                                                              with DFT bases built in-graph (as the Griffin-Lim
+                                                                              graph does), so TensorRT runs the decode in one launch
+
+Both unpack with the Griffin-Lim graph's `unpack` and apply the silence gate inside `MelVocoder` (pdd.runtime.silence), so
+numpy, ONNX and PyTorch share one arithmetic. Parity: each graph against PyTorch, and the spectrum graph + the runtime's
+numpy inverse against the PyTorch waveform.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from pdd.runtime.config import AudioConfig
+from pdd.runtime.neural_vocoder import spectrum_to_audio
+from pdd.export.graphs import EXAMPLE_BATCH, assert_batch_is_dynamic, export_graph
+from pdd.export.parity import Parity, compare, run_graph
+from pdd.export.vocoder import GriffinLimVocoder
+from pdd.training.vocoder import MelVocoder, VocoderInfo, parameter_count
+
+VOCODER_FOLD_LIMIT = 16384  # as the Griffin-Lim graph: DFT bases stay ops, not megabytes of constants
+SPECTRUM_GRAPH = "neural_vocoder"
+WAVE_GRAPH = "neural_vocoder_wave"
+
+
+class NeuralVocoderGraph(nn.Module):
+    """(x0 packed) → (B, frames, n_freqs, 2) STFT frames."""
+
+    def __init__(self, vocoder: MelVocoder) -> None:
+        super().__init__()
+        self.vocoder = vocoder
+        self.dsp = GriffinLimVocoder(vocoder.audio, n_iter=0, gate=None)  # its unpack and conv-iSTFT, no Griffin-Lim
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.vocoder.spectrum(self.dsp.unpack(x0))
+
+
+class NeuralVocoderWaveGraph(NeuralVocoderGraph):
+    """(x0 packed) → (B, samples): the spectrum graph plus the Griffin-Lim graph's ConvTranspose inverse STFT."""
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        spectrum = super().forward(x0)
+        _, synthesis, env_kernel = self.dsp.bases()
+        real, imag = spectrum[..., 0].transpose(1, 2), spectrum[..., 1].transpose(1, 2)  # (B, n_freqs, frames)
+        return self.dsp.istft(real, imag, synthesis, self.dsp.inverse_envelope(env_kernel))
+
+
+def golden_outputs(vocoder: MelVocoder, x0: np.ndarray) -> dict[str, np.ndarray]:
+    """PyTorch outputs of both graphs for golden.npz, keyed "<graph>.<tensor>"."""
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(x0, dtype=np.float32))
+        spectrum = NeuralVocoderGraph(vocoder).eval()(x).numpy()
+        wave = NeuralVocoderWaveGraph(vocoder).eval()(x).numpy()
+    return {f"{SPECTRUM_GRAPH}.x0": x0.astype(np.float32), f"{SPECTRUM_GRAPH}.spectrum": spectrum,
+            f"{WAVE_GRAPH}.x0": x0.astype(np.float32), f"{WAVE_GRAPH}.waveform": wave}
+
+
+def runtime_decode(spectrum: np.ndarray, audio: AudioConfig) -> np.ndarray:
+    """What the runtime does after the spectrum graph (checked against the in-graph inverse at export)."""
+    return spectrum_to_audio(spectrum, audio)
+
+
+def export_graphs(vocoder: MelVocoder, golden: dict[str, np.ndarray], *, with_wave: bool = True
+                  ) -> tuple[dict[str, onnx.ModelProto], list[Parity]]:
+    """ONNX protos of the spectrum graph (and the in-graph-iSTFT variant), each checked against PyTorch on the golden
+    inputs; the spectrum graph plus the runtime's numpy inverse is also checked against the PyTorch waveform.
+    Raises ExportError naming every failed check."""
+    from pdd.export.bundle_writer import ExportError
+
+    audio = vocoder.audio
+    example = torch.zeros(EXAMPLE_BATCH, *audio.packed_shape)
+    modules = {SPECTRUM_GRAPH: (NeuralVocoderGraph(vocoder).eval(), "spectrum")}
+    if with_wave:
+        modules[WAVE_GRAPH] = (NeuralVocoderWaveGraph(vocoder).eval(), "waveform")
+    protos: dict[str, onnx.ModelProto] = {}
+    checks: list[Parity] = []
+    for name, (module, output) in modules.items():
+        proto = export_graph(module, (example,), ["x0"], [output], fold_limit=VOCODER_FOLD_LIMIT)
+        proto.graph.name = name
+        assert_batch_is_dynamic(proto)
+        got = run_graph(proto, {"x0": golden[f"{name}.x0"]})[output]
+        checks.append(compare(name, "fp32", "torch", got, golden[f"{name}.{output}"]))
+        if name == SPECTRUM_GRAPH:
+            checks.append(compare(WAVE_GRAPH if with_wave else name, "fp32", "numpy",
+                                  runtime_decode(got, audio), golden[f"{WAVE_GRAPH}.waveform"]))
+        protos[name] = proto
+    failed = [p for p in checks if not p.passed]
+    if failed:
+        raise ExportError("neural vocoder parity check failed: " + "; ".join(p.describe() for p in failed))
+    return protos, checks
+
+
+def decode_entry(info: VocoderInfo, vocoder: MelVocoder, checkpoint: Path, sha256: str, with_wave: bool) -> dict[str, Any]:
+    """The manifest's `decode.neural` value."""
+    return {
+        "graph": SPECTRUM_GRAPH,
+        "wave_graph": WAVE_GRAPH if with_wave else None,
+        "silence_gate": None if info.gate is None else info.gate.to_dict(),
+        "config": info.config.to_dict(),
+        "params": parameter_count(vocoder),
+        "checkpoint": {"file": checkpoint.name, "sha256": sha256},
+        "training": dict(info.training),
+    }
+
+
+__all__ = ["NeuralVocoderGraph", "NeuralVocoderWaveGraph", "golden_outputs", "export_graphs", "runtime_decode", "decode_entry",
+           "SPECTRUM_GRAPH", "WAVE_GRAPH"]
