@@ -2,7 +2,7 @@
 
 Arms, interleaved A/B (each round runs every arm once, alternating the order) so a loaded machine hits them alike:
 
-- ``runtime``: what `pdd-run` does per request — `pdd.runtime.bench.RequestBench` on the bundle (onnxruntime, fused
+- ``runtime``: what `pdd-run` does per request — `pdd.runtime.bench_timing.RequestBench` on the bundle (onnxruntime, fused
   sampler or loop, numpy Griffin-Lim on scipy.fft);
 - ``torch_eager``: the checkpoint's U-Net in PyTorch eager, `pdd.training.diffusion.sample_ddim` for N steps, the
   vocoder front end (unpack → denormalise → mel⁻¹, `pdd.export.vocoder.GriffinLimVocoder`) and `torch_griffin_lim` below:
@@ -38,13 +38,13 @@ import torch
 
 from pdd.export.vocoder import GriffinLimVocoder
 from pdd.runtime.backends import create_backend, physical_cores
-from pdd.runtime.bench import (
-    RequestBench, TimedBackend, ab_result, atomic_write_text, check_output_paths, interleaved, load_average, ratio_stats,
-)
-from pdd.runtime.benchmark import machine_info, package_version
+from pdd.runtime.bench_report import check_output_paths
+from pdd.runtime.bench_timing import RequestBench, TimedBackend, ab_result, interleaved, ratio_stats
+from pdd.runtime.machine import load_average, machine_info, package_version
 from pdd.runtime.bundle import Bundle, load_bundle, sha256_file
 from pdd.runtime.config import AudioConfig, get_preset
 from pdd.runtime.errors import ConfigError, PddError
+from pdd.runtime.fileio import atomic_write_text
 from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, _EPS as GL_EPS, griffin_lim
 from pdd.runtime.mel import denormalize, mel_to_magnitude
 from pdd.runtime.pack import unpack

@@ -1,6 +1,6 @@
 """`pdd-bench`: latency per stage, end to end, throughput, cold start, memory and the machine for an engine bundle.
 
-A thin typer wrapper over `pdd.runtime.bench` (no PyTorch: the side-by-side with PyTorch eager is benchmarks/compare.py).
+A thin typer wrapper over `pdd.runtime.bench` and `bench_report` (no PyTorch: the side-by-side with PyTorch eager is benchmarks/compare.py).
 Heavy imports happen inside the command so `--help` stays instant.
 """
 
@@ -66,15 +66,16 @@ def bench(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --json/--markdown/--plot files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines; print only the summary."),
 ) -> None:
-    from pdd.runtime import bench as lib
+    from pdd.runtime import bench_report as report_lib
+    from pdd.runtime.bench import BenchOptions, parse_batches, run_benchmark
 
-    options = lib.BenchOptions(
-        engine=engine, backend=backend, device=device, mode=mode, batches=lib.parse_batches(batch), steps=steps,
+    options = BenchOptions(
+        engine=engine, backend=backend, device=device, mode=mode, batches=parse_batches(batch), steps=steps,
         vocoder=vocoder, gl_iters=gl_iters, warmup=warmup, runs=runs, seed=seed, io=not no_io, cold_runs=cold_runs, ab=ab,
         ab_runs=ab_runs,
     )
     options.validate()
-    lib.check_output_paths([json_out, markdown_out, plot_out], overwrite)
+    report_lib.check_output_paths([json_out, markdown_out, plot_out], overwrite)
     if plot_out is not None:
         try:
             import matplotlib  # noqa: F401
@@ -83,19 +84,19 @@ def bench(
 
             raise ConfigError("--plot needs matplotlib: pip install 'pdd[plot]'") from None
     progress = None if quiet else (lambda message: print(f"pdd-bench: {message}", file=sys.stderr, flush=True))
-    report = lib.run_benchmark(options, progress=progress)
+    report = run_benchmark(options, progress=progress)
     if json_out is not None:
-        lib.write_json(json_out, report, overwrite=overwrite)
+        report_lib.write_json(json_out, report, overwrite=overwrite)
     if markdown_out is not None:
-        lib.write_markdown(markdown_out, report, overwrite=overwrite)
+        report_lib.write_markdown(markdown_out, report, overwrite=overwrite)
     if plot_out is not None:
-        lib.write_plot(plot_out, report, overwrite=overwrite)
+        report_lib.write_plot(plot_out, report, overwrite=overwrite)
     for warning in report.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     if quiet:
-        print(lib.summary_line(report))
+        print(report_lib.summary_line(report))
     else:
-        print(lib.markdown(report), end="")
+        print(report_lib.markdown(report), end="")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from typer.testing import CliRunner
 
-from pdd.runtime import bench
+from pdd.runtime import bench, bench_report, bench_timing
 from pdd.runtime.backends import create_backend
 from pdd.runtime.bundle import load_bundle
 from pdd.runtime.cli_bench import app
@@ -34,7 +34,7 @@ def assert_user_error(result, *fragments: str) -> None:
 
 
 def check_stats(stats: dict, n: int | None = None) -> None:
-    assert set(bench.report_keys()["stats"]) <= set(stats)
+    assert set(bench_report.report_keys()["stats"]) <= set(stats)
     assert stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
     if n is not None:
         assert stats["n"] == n
@@ -53,33 +53,33 @@ def test_parse_batches() -> None:
 
 def test_interleaved_alternates_order_and_ratio_has_spread() -> None:
     log: list[str] = []
-    times = bench.interleaved({"a": lambda: log.append("a"), "b": lambda: log.append("b")}, runs=3, warmup=1)
+    times = bench_timing.interleaved({"a": lambda: log.append("a"), "b": lambda: log.append("b")}, runs=3, warmup=1)
     assert log == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then A B / B A / A B
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
-    ratio = bench.ratio_stats([2.0, 4.0, 6.0, 8.0], [1.0, 1.0, 2.0, 2.0])
+    ratio = bench_timing.ratio_stats([2.0, 4.0, 6.0, 8.0], [1.0, 1.0, 2.0, 2.0])
     assert ratio["median"] == pytest.approx(3.5) and ratio["of_medians"] == pytest.approx(5.0 / 1.5)
     assert ratio["p10"] <= ratio["median"] <= ratio["p90"] and ratio["n"] == 4
     with pytest.raises(ValueError):
-        bench.ratio_stats([1.0], [1.0, 2.0])
+        bench_timing.ratio_stats([1.0], [1.0, 2.0])
 
 
 @pytest.mark.parametrize("mode", ["sampler", "loop"])
 def test_request_stages_add_up_to_end_to_end(tiny_bundle_dir: Path, tmp_path: Path, mode: str) -> None:
     bundle = load_bundle(tiny_bundle_dir)
-    backend = bench.TimedBackend(create_backend("ort", bundle, device="cpu"))
+    backend = bench_timing.TimedBackend(create_backend("ort", bundle, device="cpu"))
     with backend:
-        request = bench.RequestBench(bundle, backend, SamplerSettings(mode=mode), batch=2, io_dir=tmp_path)
+        request = bench_timing.RequestBench(bundle, backend, SamplerSettings(mode=mode), batch=2, io_dir=tmp_path)
         times = [request() for _ in range(3)]
     steps = bundle.steps
     for t in times:
-        assert set(t.stages) == set(bench.STAGES)
+        assert set(t.stages) == set(bench_timing.STAGES)
         assert all(v >= 0 for v in t.stages.values())
         inside = sum(v for k, v in t.stages.items() if k != "io")
         assert inside == pytest.approx(t.end_to_end, rel=1e-6, abs=1e-6)
         assert len(t.model_calls) == (steps if mode == "loop" else 1)
         assert t.stages["io"] > 0 and t.device_ms == {}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench-0.wav", "bench-1.wav"]
-    summary = bench.summarise_requests(times, 2, steps, mode, bundle.audio.clip_seconds)
+    summary = bench_timing.summarise_requests(times, 2, steps, mode, bundle.audio.clip_seconds)
     check_stats(summary["end_to_end"], n=3)
     check_stats(summary["denoiser_step"], n=3 * (steps if mode == "loop" else 1))
     assert summary["rtf"] == pytest.approx(2 * bundle.audio.clip_seconds / (summary["end_to_end"]["p50"] / 1e3))
@@ -117,14 +117,14 @@ def test_timed_backend_reads_cuda_event_device_time(tiny_bundle_dir: Path) -> No
     bundle = load_bundle(tiny_bundle_dir)
     inner = create_backend("ort", bundle, device="cpu")
     inner.stream, inner.cuda = "stream", SimpleNamespace(rt=FakeCudart())  # what the trt backend exposes
-    events = bench.cuda_events_for(inner)
+    events = bench_timing.cuda_events_for(inner)
     assert events is not None
-    backend = bench.TimedBackend(inner, events)
+    backend = bench_timing.TimedBackend(inner, events)
     with backend:
-        request = bench.RequestBench(bundle, backend, SamplerSettings(mode="loop"), batch=1)
+        request = bench_timing.RequestBench(bundle, backend, SamplerSettings(mode="loop"), batch=1)
         result = request()
     assert result.device_ms == {"denoiser": pytest.approx(1.5 * bundle.steps)}
-    assert bench.cuda_events_for(create_backend("ort", bundle, device="cpu")) is None  # ort exposes no stream
+    assert bench_timing.cuda_events_for(create_backend("ort", bundle, device="cpu")) is None  # ort exposes no stream
 
 
 @pytest.mark.gpu
@@ -147,8 +147,8 @@ def test_report_schema_markdown_and_targets(tiny_bundle_dir: Path) -> None:
                                  ab=True, ab_runs=2)
     report = bench.run_benchmark(options)
     json.dumps(report)  # plain JSON all the way down
-    keys = bench.report_keys()
-    assert set(keys["top"]) <= set(report) and report["format"] == bench.REPORT_FORMAT
+    keys = bench_report.report_keys()
+    assert set(keys["top"]) <= set(report) and report["format"] == bench_report.REPORT_FORMAT
     assert [r["batch"] for r in report["results"]] == [1, 2]
     for result in report["results"]:
         assert set(keys["result"]) <= set(result)
@@ -169,7 +169,7 @@ def test_report_schema_markdown_and_targets(tiny_bundle_dir: Path) -> None:
     targets = report["targets"]
     assert targets["applies"] is False  # the tiny preset is not what the targets are about
     assert {"end_to_end_ms", "cold_start_s", "peak_rss_mb", "gl_over_fft_floor"} <= set(targets["checks"])
-    text = bench.markdown(report)
+    text = bench_report.markdown(report)
     for heading in ("## End to end and throughput", "## Stages", "## Cold start", "## Side by side", "## Targets"):
         assert heading in text
     assert "| 2 |" in text
@@ -211,7 +211,7 @@ def test_help_has_a_real_example() -> None:
         (["--steps", "3"], ["exactly 4 steps", "--mode loop"]),
         (["--mode", "loop", "--steps", "3"], ["not on this bundle's 4-step grid"]),
         (["--gl-iters", "-2"], ["--gl-iters"]),
-        (["--vocoder", "graph", "--gl-iters", "7"], ["exactly 4 Griffin-Lim iterations"]),
+        (["--vocoder", "graph", "--gl-iters", "7"], ["Griffin-Lim graph runs exactly 4 iterations"]),
     ],
 )
 def test_bad_inputs_are_one_line_errors(tiny_bundle_dir: Path, args: list[str], fragments: list[str]) -> None:
@@ -223,20 +223,3 @@ def test_bad_paths_are_one_line_errors(tiny_bundle_dir: Path, tmp_path: Path) ->
     assert_user_error(pdd_bench("--engine", tmp_path / "nope"), "does not exist")
     assert_user_error(pdd_bench("--engine", tiny_bundle_dir, "--json", tmp_path / "missing" / "r.json"), "does not exist")
     assert_user_error(pdd_bench("--engine", tiny_bundle_dir, "--markdown", tmp_path), "is a folder")
-
-
-def test_machine_warnings() -> None:
-    jetson = {"cores_available": 8, "jetson": {"model": "Jetson AGX Orin", "nvpmodel": "MAXN", "clocks_locked": False}}
-    assert any("jetson_clocks" in w for w in bench.machine_warnings(jetson, [1.0, 1.0, 1.0]))
-    locked = {"cores_available": 8, "jetson": {"model": "Jetson AGX Orin", "nvpmodel": "MAXN", "clocks_locked": True}}
-    assert bench.machine_warnings(locked, [1.0, 1.0, 1.0]) == []
-    busy = bench.machine_warnings({"cores_available": 2}, [7.5, 6.0, 5.0])
-    assert len(busy) == 1 and "load average 7.5 on 2 cores" in busy[0]
-    assert bench.machine_warnings({"cores_available": 2}, None) == []
-
-
-def test_gpu_memory_reads_this_process_from_nvidia_smi() -> None:
-    table = "123, 512\n456, 100\n123, 24\n"
-    assert bench.gpu_memory_mb(pid=123, query=lambda cmd: table) == 536.0
-    assert bench.gpu_memory_mb(pid=789, query=lambda cmd: table) is None
-    assert bench.gpu_memory_mb(pid=123, query=lambda cmd: None) is None
