@@ -1,7 +1,13 @@
-"""Audio file I/O: any file soundfile reads → mono float32 at the preset rate; WAV/FLAC out, never overwriting by accident."""
+"""Audio file I/O: any file soundfile reads → mono float32 at the preset rate; WAV/FLAC out, never overwriting by accident.
+
+An input file's header is untrusted: a claimed rate of 1 Hz would make 96 KB of samples resample into 13 hours of audio,
+and a float WAV may hold finite samples of 1e30 that turn every mel into NaN. `load_audio` refuses both (and NaN/inf
+samples) with an AudioError that says why, before any large allocation, so `pdd-data prepare` skips and lists the file.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -10,6 +16,17 @@ import soundfile as sf
 import soxr
 
 from pdd.runtime.errors import AudioError
+from pdd.runtime.fileio import atomic_write_bytes
+from pdd.runtime.untrusted import printable
+
+# What an input file may claim: rates from 2 kHz (old speech recordings) to 768 kHz (the highest any converter ships),
+# at most 2 hours (a few GB as float32 at 48 kHz stereo) and 64 channels, samples within ±16 (+24 dBFS: float masters
+# a little over full scale pass, garbage does not).
+MIN_INPUT_RATE = 2_000
+MAX_INPUT_RATE = 768_000
+MAX_INPUT_SECONDS = 2 * 3600
+MAX_INPUT_CHANNELS = 64
+MAX_INPUT_PEAK = 16.0
 
 WRITE_FORMATS = {"wav": "WAV", "flac": "FLAC"}
 WRITE_SUBTYPES = {"pcm16": "PCM_16", "float": "FLOAT"}
@@ -22,15 +39,44 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
         raise AudioError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
+    check_audio_header(path)
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+        raise AudioError(f"{path}: not a readable audio file ({printable(reason, 120)})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{path}: audio has no samples")
+    check_samples(data, path)
     mono = data.mean(axis=1, dtype=np.float32)
     return resample(mono, file_rate, sample_rate)
+
+
+def check_audio_header(path: Path) -> None:
+    """Refuse a file whose header claims an absurd rate, length or channel count (before its samples are read)."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{path}: not a readable audio file ({printable(reason, 120)})") from None
+    if not MIN_INPUT_RATE <= info.samplerate <= MAX_INPUT_RATE:
+        raise AudioError(
+            f"{path}: header claims a sample rate of {info.samplerate} Hz (outside {MIN_INPUT_RATE}..{MAX_INPUT_RATE} Hz)"
+        )
+    if not 1 <= info.channels <= MAX_INPUT_CHANNELS:
+        raise AudioError(f"{path}: header claims {info.channels} channels (at most {MAX_INPUT_CHANNELS})")
+    if info.frames > MAX_INPUT_SECONDS * info.samplerate:
+        hours = info.frames / info.samplerate / 3600
+        raise AudioError(f"{path}: {hours:.1f} h long, over the limit of {MAX_INPUT_SECONDS / 3600:g} h per file; split it")
+
+
+def check_samples(data: np.ndarray, path: Path) -> None:
+    """Refuse NaN/inf samples and finite ones far outside full scale (a broken float file, not music)."""
+    if not np.all(np.isfinite(data)):
+        raise AudioError(f"{path}: contains NaN/inf samples")
+    peak = float(np.max(np.abs(data)))
+    if peak > MAX_INPUT_PEAK:
+        raise AudioError(f"{path}: samples reach {peak:.3g}, far beyond full scale (limit ±{MAX_INPUT_PEAK:g}); not usable audio")
 
 
 def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -63,26 +109,18 @@ def write_audio(
         raise AudioError(f"unknown sample format {subtype!r}; use one of: {', '.join(WRITE_SUBTYPES)}")
     if fmt == "FLAC" and subtype == "float":
         raise AudioError("FLAC stores integer samples only; use pcm16 or write .wav")
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:
         raise AudioError(f"{path} already exists; pass --overwrite to replace it")
     wave = np.asarray(wave, dtype=np.float32)
     if not np.all(np.isfinite(wave)):
         raise AudioError(f"{path}: refusing to write audio with NaN/inf samples")
     if subtype == "pcm16":
         wave = np.clip(wave, -1.0, 1.0)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # Encode in memory, then the one atomic writer: OS errors come back in plain words (libsndfile says "System
+    # error." for a full disk), and the temp file is made with O_EXCL, so a symlink planted in --out is never followed.
+    encoded = io.BytesIO()
     try:
-        sf.write(str(tmp), wave, sample_rate, format=fmt, subtype=WRITE_SUBTYPES[subtype])
-        os.replace(tmp, path)
-    except (OSError, sf.LibsndfileError) as exc:
-        _remove_quietly(tmp)
-        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-        raise AudioError(f"cannot write {path}: {reason}") from None
-    return path
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass
+        sf.write(encoded, wave, sample_rate, format=fmt, subtype=WRITE_SUBTYPES[subtype])
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise AudioError(f"cannot encode {path}: {printable(str(exc).splitlines()[0] if str(exc) else exc, 120)}") from None
+    return atomic_write_bytes(path, encoded.getvalue(), overwrite=overwrite)
