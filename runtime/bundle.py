@@ -65,6 +65,7 @@ import hashlib
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -76,10 +77,29 @@ from pdd.runtime.errors import BundleError, ConfigError
 from pdd.runtime.fileio import atomic_write_text
 from pdd.runtime.schedule import grid_coefficients
 from pdd.runtime.silence import DEFAULT_GATE, SilenceGate
+from pdd.runtime.untrusted import (
+    MAX_JSON_BYTES,
+    bounded_float,
+    bounded_int,
+    check_audio_bounds,
+    check_npz_sizes,
+    load_json,
+    onnx_external_locations,
+    parse_json,
+    printable,
+    resolve_inside,
+)
 
 MANIFEST_FORMAT = "pdd-engine/2"  # what this pdd writes
 READABLE_FORMATS = ("pdd-engine/1", "pdd-engine/2")  # /1: Griffin-Lim only, no silence gate in its graph
 MANIFEST_NAME = "manifest.json"
+# Upper bounds on manifest numbers (a manifest is untrusted; pdd itself writes far smaller values).
+MAX_MANIFEST_STEPS = 1024  # the finest DDIM grid pdd exports
+MAX_GL_ITERS = 1000  # a graph's Griffin-Lim iterations (pdd writes 32)
+MAX_TENSOR_RANK = 8
+MAX_TENSOR_DIM = 1 << 24
+MAX_BUNDLE_FILES = 256
+MAX_GOLDEN_ELEMENTS = 1 << 26  # per golden tensor (256 MB of float32)
 GRAPH_NAMES = ("denoiser", "sampler", "vocoder", "neural_vocoder", "neural_vocoder_wave")
 VOCODER_CHOICES = ("neural", "gl")  # what decode.default_vocoder may name
 PRECISIONS = ("fp32", "fp16")
@@ -180,7 +200,7 @@ class Bundle:
 
     @property
     def name(self) -> str:
-        return str(self.manifest["name"])
+        return printable(self.manifest["name"], 200)  # printed by pdd-run --verify: no terminal escapes from a file
 
     @property
     def precision(self) -> str:
@@ -209,7 +229,7 @@ class Bundle:
         return self.graphs[name]
 
     def graph_path(self, name: str) -> Path:
-        return self.path / self.graph(name).file
+        return resolve_inside(self.path, self.graph(name).file, f"{self.path}: manifest graphs.{name}.file", BundleError)
 
     def valid_loop_steps(self, limit: int = 1024) -> list[int]:
         """Step counts loop mode accepts: divisors of N (their grids t = k/M are subsets of the trained grid k/N).
@@ -223,7 +243,7 @@ class Bundle:
 
     def golden_path(self) -> Path | None:
         name = self.manifest.get("golden")
-        return self.path / name if name else None
+        return resolve_inside(self.path, name, f"{self.path}: manifest golden", BundleError) if name else None
 
     def golden(self) -> dict[str, np.ndarray]:
         """The golden tensors, keyed "<graph>.<tensor>"; BundleError when the bundle has none."""
@@ -231,9 +251,10 @@ class Bundle:
         if path is None:
             raise BundleError(f"bundle {self.name!r} has no golden.npz to verify against; {REEXPORT}")
         try:
+            check_npz_sizes(path, MAX_GOLDEN_ELEMENTS)
             with np.load(path, allow_pickle=False) as data:
                 return {key: data[key] for key in data.files}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise BundleError(f"{path}: unreadable golden file ({exc}); {REEXPORT}") from None
 
     def trt_root(self) -> Path:
@@ -247,9 +268,12 @@ class Bundle:
         sidecar = self.trt_root() / key / "plans.json"
         if sidecar.is_file():
             try:
-                return json.loads(sidecar.read_text())
-            except (OSError, json.JSONDecodeError):
-                return None  # a broken cache is rebuilt, not fatal
+                plans = load_json(sidecar, "TensorRT plan record", BundleError)
+                for entry in _plan_entries(plans):
+                    resolve_inside(self.path, entry.get("file"), f"{sidecar}: plan file", BundleError)
+                return plans
+            except BundleError:
+                return None  # a broken or foreign cache is rebuilt, not fatal (and never read outside the bundle)
         return None
 
     # -- decode (pdd-engine/2) ---------------------------------------------------------------------------------------
@@ -387,11 +411,10 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_graphs: bool = True
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleError(f"{path} has no {MANIFEST_NAME}: not an engine bundle; {REEXPORT}")
+    if manifest_path.stat().st_size > MAX_JSON_BYTES:
+        raise BundleError(f"{manifest_path} is over {MAX_JSON_BYTES} bytes: not a pdd manifest; {REEXPORT}")
     raw = manifest_path.read_bytes()
-    try:
-        manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); {REEXPORT}") from None
+    manifest = parse_json(raw, str(manifest_path), BundleError)  # the manifest is untrusted: bad UTF-8, deep nesting
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path} is not a JSON object; {REEXPORT}")
 
@@ -414,6 +437,8 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_graphs: bool = True
     graphs = _parse_graphs(manifest, path)
     _check_graph_shapes(graphs, audio, path)
     _check_decode(manifest, graphs, path)
+    _check_limits(graphs, path)
+    _check_paths(manifest, graphs, path)
     if check_hashes:
         _check_files(manifest, path)
 
@@ -428,6 +453,7 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_graphs: bool = True
 
 
 def _check_audio(manifest: dict[str, Any], path: Path) -> AudioConfig:
+    check_audio_bounds(manifest["audio"], f"{path}: manifest audio", BundleError)
     try:
         audio = AudioConfig.from_dict(dict(manifest["audio"]))
     except (ConfigError, TypeError) as exc:
@@ -443,6 +469,7 @@ def _check_schedule(manifest: dict[str, Any], path: Path) -> tuple[int, dict[str
     steps = manifest["steps"]
     if not isinstance(sched, dict) or sched.get("kind") != "cosine":
         raise BundleError(f"{path}: only the cosine schedule is supported; {REEXPORT}")
+    bounded_int(steps, f"{path}: manifest steps", 1, MAX_MANIFEST_STEPS, BundleError)  # before any grid is allocated
     if not isinstance(steps, int) or steps < 1 or sched.get("steps") != steps:
         raise BundleError(f"{path}: steps ({steps!r}) and schedule.steps ({sched.get('steps')!r}) disagree; {REEXPORT}")
     expected = grid_coefficients(steps)
@@ -557,6 +584,62 @@ def _check_decode(manifest: dict[str, Any], graphs: dict[str, GraphSpec], path: 
         raise BundleError(f"{path}: decode.default_vocoder must be 'gl' or (with a learned vocoder) 'neural'; {REEXPORT}")
 
 
+def _check_limits(graphs: dict[str, GraphSpec], path: Path) -> None:
+    """Upper bounds on what the manifest makes the runtime allocate or loop over (beyond the audio preset's sizes)."""
+    for graph in graphs.values():
+        for spec in graph.inputs + graph.outputs:
+            where = f"{path}: manifest graphs.{graph.name}.{printable(spec.name, 40)}"
+            bounded_int(len(spec.shape), f"{where} rank", 0, MAX_TENSOR_RANK, BundleError)
+            for dim in spec.shape:
+                if isinstance(dim, int):
+                    bounded_int(dim, f"{where} dimension", 0, MAX_TENSOR_DIM, BundleError)
+        if "gl_iters" in graph.extra:  # named for the manifest: --gl-iters is the user's own option
+            bounded_int(graph.extra["gl_iters"], f"{path}: manifest graphs.{graph.name}.gl_iters", 0, MAX_GL_ITERS,
+                        BundleError)
+        if "gl_momentum" in graph.extra:
+            bounded_float(graph.extra["gl_momentum"], f"{path}: manifest graphs.{graph.name}.gl_momentum", 0.0, 0.999999,
+                          BundleError)
+
+
+def _check_paths(manifest: dict[str, Any], graphs: dict[str, GraphSpec], path: Path) -> None:
+    """Every file the manifest names — graphs, external data, golden, `files` keys, TensorRT plans, and the external
+    data each ONNX graph names inside itself — must lie inside the bundle folder after symlinks, and the ONNX external
+    data must be a file the manifest hashes. Runs whether or not hashes are checked: a backend opens these paths."""
+    files = manifest["files"]
+    if not isinstance(files, dict) or len(files) > MAX_BUNDLE_FILES:
+        raise BundleError(f"{path}: manifest 'files' must map at most {MAX_BUNDLE_FILES} paths to sha256; {REEXPORT}")
+    named = [(f"manifest files entry", name) for name in files]
+    named += [(f"manifest graphs.{g.name}.file", g.file) for g in graphs.values()]
+    named += [(f"manifest {key}", manifest[key]) for key in ("external_data", "golden") if manifest.get(key)]
+    for plans in ((manifest.get("trt") or {}).get("plans") or {}).values():
+        named += [("manifest trt plan file", entry.get("file")) for entry in _plan_entries(plans)]
+    for what, name in named:
+        resolve_inside(path, name, f"{path}: {what}", BundleError)
+    for graph in graphs.values():
+        for location in _external_locations(path, graph):
+            resolve_inside(path, location, f"{path}: {graph.file} external data", BundleError)
+            if location not in files:
+                raise BundleError(f"{path}: {graph.file} reads external data {printable(location)!r} that the manifest "
+                                  f"does not hash; {REEXPORT}")
+
+
+def _plan_entries(plans: Any) -> list[dict[str, Any]]:
+    graphs = plans.get("graphs") if isinstance(plans, dict) else None
+    if not isinstance(graphs, dict) or not all(isinstance(e, dict) for e in graphs.values()):
+        raise BundleError(f"manifest trt plans must map graphs to {{file, sha256, …}}; rebuild the plans")
+    return list(graphs.values())
+
+
+def _external_locations(path: Path, graph: GraphSpec) -> list[str]:
+    file = resolve_inside(path, graph.file, f"{path}: manifest graphs.{graph.name}.file", BundleError)
+    if not file.is_file():
+        return []  # the hash check (or onnxruntime) says it is missing
+    try:
+        return onnx_external_locations(file.read_bytes())
+    except ValueError as exc:
+        raise BundleError(f"{path}: {graph.file} has an unreadable external-data entry ({exc}); {REEXPORT}") from None
+
+
 def _check_files(manifest: dict[str, Any], path: Path) -> None:
     files = manifest["files"]
     if not isinstance(files, dict):
@@ -565,7 +648,7 @@ def _check_files(manifest: dict[str, Any], path: Path) -> None:
         if relpath not in files:
             raise BundleError(f"{path}: {relpath} has no sha256 in the manifest; {REEXPORT}")
     for relpath, digest in files.items():
-        file = path / relpath
+        file = resolve_inside(path, relpath, f"{path}: manifest files entry", BundleError)
         if not file.is_file():
             raise BundleError(f"{path}: {relpath} is missing; the bundle is incomplete — {REEXPORT} or copy it again")
         if sha256_file(file) != digest:

@@ -15,7 +15,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -75,6 +75,7 @@ def bench(
         ab_runs=ab_runs,
     )
     options.validate()
+    _check_counts(options)
     report_lib.check_output_paths([json_out, markdown_out, plot_out], overwrite)
     if plot_out is not None:
         try:
@@ -97,6 +98,24 @@ def bench(
         print(report_lib.summary_line(report))
     else:
         print(report_lib.markdown(report), end="")
+
+
+# Upper bounds on counts that size allocations or loops up front (a typo must be an error, not hours of work).
+MAX_BATCH = 128
+MAX_RUNS = 100_000
+MAX_COLD_RUNS = 100
+
+
+def _check_counts(options: Any) -> None:
+    from pdd.runtime.errors import ConfigError
+
+    limits = (("--batch", max(options.batches), MAX_BATCH), ("the number of --batch sizes", len(options.batches), 16),
+              ("--warmup", options.warmup, MAX_RUNS),
+              ("--runs", options.runs, MAX_RUNS), ("--ab-runs", options.ab_runs, MAX_RUNS),
+              ("--cold-runs", options.cold_runs, MAX_COLD_RUNS))
+    for flag, value, limit in limits:
+        if value > limit:
+            raise ConfigError(f"{flag} must be <= {limit}, got {value}")
 
 
 def main() -> None:

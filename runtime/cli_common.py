@@ -28,8 +28,11 @@ def make_app(help_text: str) -> typer.Typer:
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
-    """Print `error: message` on stderr and return the Exit to raise."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print `error: message` on stderr and return the Exit to raise. Messages quote untrusted text (bundle names, file
+    names, manifest values), so control characters are escaped: one line, and nothing that drives the terminal."""
+    from pdd.runtime.untrusted import printable
+
+    print(f"error: {printable(message, 2000)}", file=sys.stderr)
     return typer.Exit(code)
 
 
@@ -42,9 +45,15 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except PddError as exc:
             raise fail(str(exc)) from None
-        except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
             raise fail(f"{exc.strerror or exc}{where}") from None
+        except OSError as exc:  # disk full, permission denied, read-only, I/O error: in plain words
+            from pdd.runtime.fileio import describe_os_error
+
+            raise fail(describe_os_error(exc)) from None
+        except MemoryError:
+            raise fail("out of memory; use fewer clips per call (--batch-size) or a smaller input") from None
         except KeyboardInterrupt:
             raise fail("interrupted", EXIT_INTERRUPTED) from None
 

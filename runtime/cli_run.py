@@ -82,12 +82,14 @@ def run(
     else:
         results = _with_progress(options)
     if not quiet and results:
+        from pdd.runtime.untrusted import printable  # a non-UTF-8 --out must print, not crash
+
         meta = results[0].meta
         names = results[0].audio.name if len(results) == 1 else f"{results[0].audio.name} … {results[-1].audio.name}"
         per_file = sum(r.meta["timings_ms"]["generate"] for r in results) / len(results)
         print(
-            f"wrote {len(results)} clip(s) to {out}/ ({names}): {meta['seconds']} s each, {meta['steps']} steps "
-            f"({meta['mode']}, vocoder {meta['vocoder']}), {per_file:.1f} ms each on {meta['backend_detail']}"
+            f"wrote {len(results)} clip(s) to {printable(out)}/ ({printable(names)}): {meta['seconds']} s each, {meta['steps']} steps "
+            f"({meta['mode']}, vocoder {meta['vocoder']}), {per_file:.1f} ms each on {printable(meta['backend_detail'])}"
         )
 
 

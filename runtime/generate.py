@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +23,16 @@ from pdd.runtime.audio import WRITE_FORMATS, write_audio
 from pdd.runtime.backends import Backend, create_backend
 from pdd.runtime.bundle import MANIFEST_FORMAT, Bundle, golden_tolerance, load_bundle
 from pdd.runtime.errors import AudioError, BundleError, ConfigError
-from pdd.runtime.fileio import write_json_atomic
+from pdd.runtime.fileio import ensure_writable_dir, write_json_atomic
 from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings
 
 DEFAULT_BATCH = 4
+# Upper bounds on counts that size allocations or loops up front (a typo of -n 1e9 must not start hours of work).
+MAX_CLIPS = 10_000  # files per run (each keeps a small result record until the summary)
+MAX_BATCH = 128  # clips per model call: (batch, n_freqs, frames) phase buffers are ~1.6 MB a clip for paper
+MAX_SEAMLESS = 256  # clips joined per file (≈ 38 min at 8.9 s a clip)
+MAX_STEPS = 1024
+MAX_GL_ITERS = 1000
 SIDECAR_SUFFIX = ".json"
 PLOT_SUFFIX = ".png"
 
@@ -102,14 +107,16 @@ def clip_paths(out: Path, seed: int, index: int, fmt: str, plot: bool) -> dict[s
 
 def check_options(options: RunOptions) -> None:
     """Input checks that need no engine: counts, format, the plotting dependency."""
-    if options.n < 1:
-        raise ConfigError(f"-n must be >= 1 (number of clips), got {options.n}")
-    if options.batch_size is not None and options.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {options.batch_size}")
-    if options.steps is not None and options.steps < 1:
-        raise ConfigError(f"--steps must be >= 1, got {options.steps}")
-    if options.seamless < 1:
-        raise ConfigError(f"--seamless must be >= 1 (clips per file), got {options.seamless}")
+    check_count(options.n, "-n", 1, MAX_CLIPS, " (number of clips)")
+    if options.batch_size is not None:
+        check_count(options.batch_size, "--batch-size", 1, MAX_BATCH)
+    if options.steps is not None:
+        check_count(options.steps, "--steps", 1, MAX_STEPS)
+    if options.gl_iters is not None:
+        check_count(options.gl_iters, "--gl-iters", 0, MAX_GL_ITERS)
+    check_count(options.seamless, "--seamless", 1, MAX_SEAMLESS, " (clips per file)")
+    if not math.isfinite(options.crossfade) or options.crossfade < 0:
+        raise ConfigError(f"--crossfade must be a finite number of seconds >= 0, got {options.crossfade}")
     if options.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {options.seed}")
     if options.format not in WRITE_FORMATS:
@@ -123,8 +130,16 @@ def check_options(options: RunOptions) -> None:
             raise ConfigError("--plot needs matplotlib: pip install 'pdd[plot]'") from None
 
 
-def prepare_out_dir(options: RunOptions) -> list[dict[str, Path]]:
-    """Create --out, make sure it is writable and that no target exists (unless overwrite); return every clip's paths."""
+def check_count(value: int, flag: str, low: int, high: int, what: str = "") -> None:
+    if value < low:
+        raise ConfigError(f"{flag} must be >= {low}{what}, got {value}")
+    if value > high:
+        raise ConfigError(f"{flag} must be <= {high}{what}, got {value}")
+
+
+def prepare_out_dir(options: RunOptions) -> None:
+    """Create --out, make sure it is writable and that no target exists (unless overwrite). One scan of the folder,
+    not one check per clip: the paths themselves are made clip by clip (`clip_paths`) as the clips are written."""
     out = Path(options.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -134,18 +149,25 @@ def prepare_out_dir(options: RunOptions) -> list[dict[str, Path]]:
         raise AudioError(f"cannot create --out {out}: {exc.strerror or exc}") from None
     if not out.is_dir():
         raise AudioError(f"cannot use --out {out}: not a folder")
-    try:  # os.access lies for root and on some mounts: try a real write
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".pdd-probe-", delete=True)
-        probe.close()
-    except OSError as exc:
-        raise AudioError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    all_paths = [clip_paths(out, options.seed, i, options.format, options.plot) for i in range(options.n)]
+    ensure_writable_dir(out, AudioError)  # os.access lies for root and on some mounts: a real write; stale temps go
     if not options.overwrite:
-        existing = [p for paths in all_paths for p in paths.values() if p.exists()]
+        existing = existing_targets(out, options)
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise AudioError(f"{existing[0]} already exists{more}; pass --overwrite to replace, or choose another --out/--seed")
-    return all_paths
+
+
+def existing_targets(out: Path, options: RunOptions) -> list[Path]:
+    """Files in `out` that this run would write (pdd-SEED-I.* with I < n), found by listing the folder once."""
+    suffixes = {f".{options.format}", SIDECAR_SUFFIX} | ({PLOT_SUFFIX} if options.plot else set())
+    prefix = f"pdd-{options.seed}-"
+    found = []
+    for entry in os.scandir(out):
+        stem, suffix = os.path.splitext(entry.name)
+        index = stem[len(prefix):]
+        if stem.startswith(prefix) and suffix in suffixes and index.isdigit() and int(index) < options.n:
+            found.append(Path(entry.path))
+    return sorted(found, key=lambda p: (int(os.path.splitext(p.name)[0][len(prefix):]), p.suffix))
 
 
 def open_backend(bundle: Bundle, name: str, device: str) -> Backend:
@@ -168,7 +190,7 @@ def generate(
     if bundle is None:
         bundle = load_bundle(resolve_engine(options.engine), check_graphs=False)  # the backend checks the I/O it opens
     overlap = crossfade_samples(options, bundle)
-    all_paths = prepare_out_dir(options)
+    prepare_out_dir(options)
     total_clips = options.n * options.seamless
     batch = options.batch_size or min(total_clips, DEFAULT_BATCH)
     settings = SamplerSettings(mode=options.mode, steps=options.steps, vocoder=options.vocoder, gl_iters=options.gl_iters)
@@ -193,8 +215,9 @@ def generate(
                 if len(pending) == options.seamless:
                     index = len(results)
                     joined = crossfade_join(pending, overlap)
+                    paths = clip_paths(Path(options.out), options.seed, index, options.format, options.plot)
                     results.append(
-                        _write_clip(options, bundle, backend, sampler, all_paths[index], index, joined, pending_ms, setup_ms)
+                        _write_clip(options, bundle, backend, sampler, paths, index, joined, pending_ms, setup_ms)
                     )
                     pending, pending_ms = [], np.zeros(2)
             if progress:
@@ -345,7 +368,7 @@ def verify(bundle: Bundle, backend: Backend, tolerance: float | None = None) -> 
         if not all(k in golden for k in keys):
             continue
         inputs = {t.name: golden[f"{name}.{t.name}"] for t in spec.inputs}
-        batch = int(next(iter(inputs.values())).shape[0])
+        batch = check_golden_inputs(name, spec.inputs, inputs)
         backend.prepare([name], batch)
         outputs = backend.run(name, inputs)
         tol = golden_tolerance(name, bundle.precision, tensorrt=backend.uses_tensorrt) if tolerance is None else tolerance
@@ -363,6 +386,23 @@ def verify(bundle: Bundle, backend: Backend, tolerance: float | None = None) -> 
     if not checks:
         raise BundleError(f"golden.npz of {bundle.name!r} has no inputs for any graph; re-export the bundle")
     return checks
+
+
+def check_golden_inputs(graph: str, specs: Any, inputs: dict[str, np.ndarray]) -> int:
+    """The batch of a graph's golden inputs, after checking each against its manifest spec (golden.npz is untrusted:
+    a wrong shape or dtype must be a one-line error here, not an onnxruntime traceback)."""
+    first = next(iter(inputs.values()))
+    batch = int(first.shape[0]) if first.ndim else 0
+    if not 1 <= batch <= MAX_BATCH:
+        raise BundleError(f"golden.npz {graph} inputs have batch {batch} (expected 1..{MAX_BATCH}); re-export the bundle")
+    for spec in specs:
+        array = inputs[spec.name]
+        if array.shape != spec.concrete(batch) or array.dtype != spec.np_dtype:
+            raise BundleError(
+                f"golden.npz {graph}.{spec.name} is {array.dtype}{list(array.shape)}, the graph takes "
+                f"{spec.dtype}{list(spec.concrete(batch))}; re-export the bundle"
+            )
+    return batch
 
 
 __all__ = [

@@ -26,17 +26,11 @@ MAX_PRINTED_CHARS = 400
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 # Upper bounds for an audio preset read from a file: generous for any real preset (paper is 22050 Hz, n_fft 2048,
-# 128 mels, 384 frames), small enough that one clip's buffers stay far below a gigabyte.
-AUDIO_BOUNDS: dict[str, tuple[float, float]] = {
-    "sample_rate": (1000, 384_000),
-    "n_fft": (16, 1 << 15),
-    "win_length": (16, 1 << 15),
-    "hop_length": (1, 1 << 15),
-    "n_mels": (1, 1024),
-    "frames": (1, 1 << 14),
-    "pack_chunks": (1, 64),
-    "top_db": (1e-3, 400.0),
-    "fmin": (0.0, 384_000 / 2),
+# 128 mels, 384 frames), small enough that one clip's buffers stay far below a gigabyte. Lower bounds and consistency
+# are AudioConfig.validate's job.
+AUDIO_BOUNDS: dict[str, float] = {
+    "sample_rate": 384_000, "n_fft": 1 << 15, "win_length": 1 << 15, "hop_length": 1 << 15, "n_mels": 1024,
+    "frames": 1 << 14, "pack_chunks": 64, "top_db": 400.0, "fmin": 192_000.0, "fmax": 192_000.0,
 }
 MAX_CLIP_SAMPLES = 1 << 24  # ≈ 6 min at 44.1 kHz per clip
 
@@ -96,21 +90,74 @@ def bounded_float(value: Any, what: str, low: float, high: float, error: type[Pd
 
 
 def check_audio_bounds(audio: Any, what: str, error: type[PddError] = PddError) -> None:
-    """Refuse an audio preset dict whose sizes are out of any sane range (before anything is allocated from it)."""
+    """Refuse an audio preset dict with a size over any sane bound (before anything is allocated from it)."""
     if not isinstance(audio, dict):
         raise error(f"{what} must be an object, got {type(audio).__name__}")
-    for key, (low, high) in AUDIO_BOUNDS.items():
-        if key not in audio:
-            continue  # AudioConfig names the missing key itself
-        if isinstance(low, int) and isinstance(high, int):
-            bounded_int(audio[key], f"{what}.{key}", low, high, error)
-        else:
-            bounded_float(audio[key], f"{what}.{key}", low, high, error)
-    if audio.get("fmax") is not None:
-        bounded_float(audio["fmax"], f"{what}.fmax", 0.0, AUDIO_BOUNDS["sample_rate"][1] / 2, error)
+    for key, high in AUDIO_BOUNDS.items():
+        value = audio.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value <= high:  # NaN fails too
+            raise error(f"{what}.{key} is {printable(repr(value), 40)}, over the limit of {high:g}")
     frames, hop = audio.get("frames"), audio.get("hop_length")
     if isinstance(frames, int) and isinstance(hop, int) and frames * hop > MAX_CLIP_SAMPLES:
         raise error(f"{what}: a clip of {frames} frames × {hop} samples is over the limit of {MAX_CLIP_SAMPLES} samples")
+
+
+# An ONNX TensorProto names its external data file in a StringStringEntryProto {key: "location", value: PATH}: field 1
+# (tag 0x0a) holding the 8 bytes "location", then field 2 (tag 0x12) holding the path as a varint-prefixed string.
+_ONNX_LOCATION_KEY = b"\x0a\x08location"
+
+
+def onnx_external_locations(model: bytes) -> list[str]:
+    """Every external-data location an ONNX file names, found in its raw protobuf bytes (no onnx package needed), at
+    any nesting depth (initializers, Constant nodes, subgraphs). A "location" key not followed by its value — another
+    field order than onnx writes — is refused rather than guessed at. Raises ValueError for an entry it cannot read."""
+    locations: list[str] = []
+    start = model.find(_ONNX_LOCATION_KEY)
+    while start >= 0:
+        pos = start + len(_ONNX_LOCATION_KEY)
+        if pos >= len(model) or model[pos] != 0x12:
+            raise ValueError("an external-data entry in an unexpected layout")
+        length, pos = _varint(model, pos + 1)
+        if pos + length > len(model):
+            raise ValueError("a truncated external-data entry")
+        locations.append(model[pos : pos + length].decode("utf-8", errors="surrogateescape"))
+        start = model.find(_ONNX_LOCATION_KEY, pos + length)
+    return list(dict.fromkeys(locations))
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("a malformed length in an external-data entry")
+
+
+def check_npz_sizes(path: str | os.PathLike[str], max_elements: int) -> None:
+    """Read only the array headers of an .npz and refuse object arrays or any array over `max_elements`, before numpy
+    allocates it (a header may claim any shape). Raises ValueError with the reason."""
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            with archive.open(member) as handle:
+                version = np.lib.format.read_magic(handle)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+                else:
+                    raise ValueError(f"{printable(member)}: .npy format {version} is not one numpy writes for plain arrays")
+            if dtype.hasobject:
+                raise ValueError(f"{printable(member)} holds Python objects")
+            if int(np.prod(shape, dtype=np.float64)) > max_elements:
+                raise ValueError(f"{printable(member)} claims shape {shape}, over {max_elements} elements")
 
 
 def load_json(path: str | os.PathLike[str], what: str, error: type[PddError] = PddError,
@@ -138,6 +185,6 @@ def parse_json(raw: bytes | str, what: str, error: type[PddError] = PddError) ->
 
 
 __all__ = [
-    "AUDIO_BOUNDS", "MAX_JSON_BYTES", "bounded_float", "bounded_int", "check_audio_bounds", "is_inside", "load_json",
-    "parse_json", "printable", "resolve_inside",
+    "AUDIO_BOUNDS", "MAX_JSON_BYTES", "bounded_float", "bounded_int", "check_audio_bounds", "check_npz_sizes", "is_inside", "load_json",
+    "onnx_external_locations", "parse_json", "printable", "resolve_inside",
 ]
