@@ -9,11 +9,13 @@ Layout of a cache folder (numpy only, so evaluation and tools never need torch):
 
 Every build writes new shard files under fresh names and swaps `index.json` in last (temp file + os.replace), so an interrupted
 run leaves the previous cache intact and readable; shards no longer referenced are removed only after the new index is in place.
+
+`index.json` is untrusted input: its shard names must resolve inside the cache folder, its audio preset within bounds,
+and every count must agree with the shard's size before anything is memory-mapped.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from pdd.runtime import fileio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.mel import log_mel
+from pdd.runtime.untrusted import check_audio_bounds, load_json, printable, resolve_inside
 
 CACHE_FORMAT = "pdd-melcache/1"
 INDEX_NAME = "index.json"
@@ -82,8 +85,12 @@ class MelCache:
             if shape[0] == 0:
                 self._maps[split] = np.zeros(shape, dtype=self.dtype)
             else:
-                self._maps[split] = np.memmap(self.path / info["file"], dtype=self.dtype, mode="r", shape=shape)
+                self._maps[split] = np.memmap(self.shard_path(split), dtype=self.dtype, mode="r", shape=shape)
         return self._maps[split]
+
+    def shard_path(self, split: str) -> Path:
+        """The shard file of `split`, resolved inside the cache folder (an index naming anything else is refused)."""
+        return resolve_inside(self.path, self._split(split)["file"], f"{self.path / INDEX_NAME}: split {split} file", CacheError)
 
     def sources(self, split: str) -> list[str]:
         """Source file (relative to the ingested folder) of every clip of `split`, in clip order."""
@@ -132,25 +139,28 @@ def open_cache(path: str | os.PathLike[str]) -> MelCache:
 def read_index(index_path: Path) -> dict[str, Any]:
     """Parse and shape-check index.json (no shard access)."""
     try:
-        index = json.loads(index_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CacheError(f"{index_path} is corrupt ({type(exc).__name__}); rebuild the cache with --force") from None
+        index = load_json(index_path, "cache index", CacheError)
+    except CacheError as exc:
+        raise CacheError(f"{exc}; rebuild the cache with --force") from None
     if not isinstance(index, dict) or index.get("format") != CACHE_FORMAT:
         found = index.get("format") if isinstance(index, dict) else type(index).__name__
-        raise CacheError(f"{index_path}: format {found!r} is not {CACHE_FORMAT!r}; rebuild the cache with --force")
+        raise CacheError(f"{index_path}: format {printable(repr(found), 60)} is not {CACHE_FORMAT!r}; rebuild the cache with --force")
     try:
+        check_audio_bounds(index["config"], "audio preset", CacheError)
         AudioConfig.from_dict(index["config"])
         if index["dtype"] not in DTYPES:
             raise ValueError(f"dtype {index['dtype']!r}")
         n_sources = len(index["sources"])
         for name, info in index["splits"].items():
-            clips = int(info["clips"])
+            clips = info["clips"]
+            if isinstance(clips, bool) or not isinstance(clips, int) or clips < 0:
+                raise ValueError(f"split {name}: clip count {clips!r} is not a count")
             if len(info["clip_source"]) != clips or len(info["clip_offset"]) != clips:
                 raise ValueError(f"split {name}: clip lists do not match the clip count")
             if clips and not 0 <= min(info["clip_source"]) <= max(info["clip_source"]) < n_sources:
                 raise ValueError(f"split {name}: source id out of range")
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise CacheError(f"{index_path} is corrupt ({exc}); rebuild the cache with --force") from None
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
+        raise CacheError(f"{index_path} is corrupt ({printable(exc, 200)}); rebuild the cache with --force") from None
     return index
 
 
@@ -160,7 +170,7 @@ def _check_shards(cache: MelCache) -> None:
         expected = int(info["clips"]) * cache.config.n_mels * cache.config.frames * cache.dtype.itemsize
         if expected == 0:
             continue
-        shard = cache.path / info["file"]
+        shard = cache.shard_path(split)
         if not shard.is_file():
             raise CacheError(f"{cache.path}: shard {info['file']} is missing; rebuild the cache with --force")
         size = shard.stat().st_size
@@ -192,8 +202,9 @@ class CacheWriter:
         self.sources: list[str] = []
         self._source_ids: dict[str, int] = {}
         self._splits: dict[str, dict[str, Any]] = {}
-        self._files: dict[str, Any] = {}
+        self._files: dict[str, fileio.AtomicFile] = {}
         self.path.mkdir(parents=True, exist_ok=True)
+        fileio.remove_stale_temps(self.path)  # shards of a build killed by SIGKILL
 
     def __enter__(self) -> "CacheWriter":
         return self
@@ -205,14 +216,11 @@ class CacheWriter:
     def _shard_name(self, split: str) -> str:
         return f"{split}-{self.build}.bin"
 
-    def _temp_path(self, split: str) -> Path:
-        return self.path / f".{self._shard_name(split)}.tmp"
-
     def open_split(self, split: str) -> None:
         """Declare a split (so it exists in the index even with zero clips)."""
         if split not in self._splits:
             self._splits[split] = {"file": self._shard_name(split), "clips": 0, "clip_source": [], "clip_offset": []}
-            self._files[split] = open(self._temp_path(split), "wb")
+            self._files[split] = fileio.AtomicFile(self.path / self._shard_name(split), error=CacheError)
 
     def add(self, split: str, mels: np.ndarray, source: str, offsets: np.ndarray | list[int]) -> None:
         """Append (n, n_mels, frames) normalised mels cut from `source` at sample `offsets`."""
@@ -227,7 +235,11 @@ class CacheWriter:
             self._source_ids[source] = len(self.sources)
             self.sources.append(source)
         info = self._splits[split]
-        self._files[split].write(np.ascontiguousarray(mels, dtype=self.dtype).tobytes())
+        try:
+            self._files[split].write(np.ascontiguousarray(mels, dtype=self.dtype).tobytes())
+        except OSError as exc:
+            raise CacheError(f"cannot write the cache {printable(self.path)}: {fileio.describe_os_error(exc)}; "
+                             "the previous cache is unchanged") from None
         info["clips"] += mels.shape[0]
         info["clip_source"].extend([self._source_ids[source]] * mels.shape[0])
         info["clip_offset"].extend(offsets)
@@ -237,12 +249,8 @@ class CacheWriter:
 
     def commit(self, extra: dict[str, Any] | None = None) -> Path:
         """Make the shards durable, swap them in, then the index; remove shards the old index referenced."""
-        for split, handle in self._files.items():
-            handle.flush()
-            os.fsync(handle.fileno())
-            handle.close()
-            os.replace(self._temp_path(split), self.path / self._shard_name(split))
-        self._files = {}
+        for split in list(self._files):
+            self._files.pop(split).commit()  # fsync + rename; the index still names the old shards until below
         index = {
             "format": CACHE_FORMAT,
             "config": self.config.to_dict(),
@@ -260,14 +268,16 @@ class CacheWriter:
         return self.path
 
     def abort(self) -> None:
-        for split, handle in self._files.items():
-            handle.close()
-            self._temp_path(split).unlink(missing_ok=True)
+        for handle in self._files.values():
+            handle.abort()
         self._files = {}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    fileio.write_json_atomic(path, data, indent=1, sort_keys=False)  # split order is meaningful
+    try:
+        fileio.write_json_atomic(path, data, indent=1, sort_keys=False)  # split order is meaningful
+    except PddError as exc:
+        raise CacheError(f"{exc}; the previous cache is unchanged") from None
 
 
 def remove_stale_shards(path: Path, keep: set[str]) -> None:

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pdd.runtime.cli_common import make_app, user_errors
+from pdd.runtime.untrusted import printable
 
 if TYPE_CHECKING:  # the command modules import lazily so `pdd-data --help` stays fast
     from pdd.training.prepare import PrepareReport
@@ -69,7 +71,7 @@ def corpus(
         task = progress.add_task("rendering", total=total, note="")
 
         def advance(work_id: str, status: str) -> None:
-            progress.update(task, advance=1, note=f"{status:>6} {work_id}")
+            progress.update(task, advance=1, note=_shown(f"{status:>6} {work_id}"))
 
         report = render_corpus(
             out, chosen, limit=limit, soundfont=soundfont, sample_rate=sample_rate, peak_dbfs=peak_db,
@@ -77,14 +79,14 @@ def corpus(
         )  # fmt: skip
     summary = report_dict(report)
     console.print(
-        f"{summary['works']} works, {summary['hours']:.2f} h of audio in {out} "
+        f"{summary['works']} works, {summary['hours']:.2f} h of audio in {_shown(out)} "
         f"({summary['rendered']} rendered, {summary['reused']} already there, {len(report.skipped)} skipped) "
         f"in {summary['seconds_wall']:.0f} s"
     )
     if report.skipped:
         table = Table("skipped work", "reason", title="skipped")
         for item in report.skipped:
-            table.add_row(item["id"], item["reason"])
+            table.add_row(_shown(item["id"]), _shown(item["reason"]))
         console.print(table)
 
 
@@ -119,7 +121,7 @@ def prepare(
         task = progress.add_task("reading", total=None, note="")
 
         def advance(done: int, total: int, name: str) -> None:
-            progress.update(task, completed=done, total=total, note=name)
+            progress.update(task, completed=done, total=total, note=_shown(name))
 
         report = prepare_cache(audio_dir, out, config, params, force=force, on_progress=advance)
     if as_json:
@@ -127,19 +129,24 @@ def prepare(
     _print_prepare_report(report)
 
 
+def _shown(text: object) -> str:
+    """Text from the file system or an index, safe for rich: control characters escaped, [markup] not interpreted."""
+    return escape(printable(text))
+
+
 def _print_prepare_report(report: PrepareReport) -> None:
     if report.up_to_date:
-        console.print(f"{report.out} is up to date ({report.summary_line()})")
+        console.print(f"{_shown(report.out)} is up to date ({_shown(report.summary_line())})")
         return
-    table = Table("split", "source files", "clips", "hours", title=f"mel cache {report.out}")
+    table = Table("split", "source files", "clips", "hours", title=f"mel cache {_shown(report.out)}")
     for split, info in report.splits.items():
         table.add_row(split, str(info["files"]), str(info["clips"]), f"{info['hours']:.3f}")
     console.print(table)
-    console.print(report.summary_line())
+    console.print(_shown(report.summary_line()))
     if report.skipped_files:
         skipped = Table("skipped file", "reason", title="files skipped")
         for item in report.skipped_files:
-            skipped.add_row(item["file"], item["reason"])
+            skipped.add_row(_shown(item["file"]), _shown(item["reason"]))
         console.print(skipped)
 
 

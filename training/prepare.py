@@ -3,16 +3,19 @@
 Every file is read to mono at the preset rate, cut into clips of the preset's length every `hop` seconds (the tail that does
 not fill a clip is dropped), near-silent clips are dropped, and the rest go through the runtime's `log_mel` — the one front end.
 Train and held-out are split by source file (seeded), so no piece has clips on both sides. One bad file never stops the run:
-it is skipped and listed with the reason. The cache is swapped in atomically (see cache.py); the same input, preset and
+it is skipped and listed with the reason — unreadable, NaN/inf or absurdly loud samples, a header claiming an absurd rate or
+length (see runtime/audio.py), a broken or looping symlink, a FIFO or device, a name that is not UTF-8. The cache is swapped in atomically (see cache.py); the same input, preset and
 parameters make the run a no-op; a cache of another preset is only replaced with `force`.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,9 +26,10 @@ import numpy as np
 
 from pdd.runtime.audio import load_audio
 from pdd.runtime.config import AudioConfig
-from pdd.runtime.errors import AudioError, ConfigError
+from pdd.runtime.errors import AudioError, ConfigError, PddError
 from pdd.runtime.fileio import ensure_writable_dir
 from pdd.runtime.mel import log_mel
+from pdd.runtime.untrusted import load_json, printable
 from pdd.training.cache import DTYPES, INDEX_NAME, CacheError, CacheWriter, open_cache, read_index
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus")
@@ -102,36 +106,81 @@ class PrepareReport:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def find_audio_files(audio_dir: Path, exclude: Path | None = None) -> tuple[list[Path], list[str]]:
-    """Audio files under `audio_dir` (sorted, hidden files and `exclude` left out) and notes on what was filtered.
+def find_audio_files(audio_dir: Path, exclude: Path | None = None) -> tuple[list[Path], list[str], list[dict[str, str]]]:
+    """Audio files under `audio_dir` (sorted, hidden files and `exclude` left out), notes on what was filtered, and the
+    entries skipped with a reason (broken or looping symlinks, FIFOs and devices, names that are not UTF-8).
 
     A rendered corpus folder (with corpus.json) contributes exactly the works its manifest lists.
     """
     notes: list[str] = []
-    manifest = audio_dir / CORPUS_MANIFEST
-    listed: set[str] | None = None
-    if manifest.is_file():
-        try:
-            data = json.loads(manifest.read_text())
-            if isinstance(data, dict) and data.get("format") == "pdd-corpus/1":
-                listed = {w["file"] for w in data["works"]}
-                notes.append(f"corpus folder: using the {len(listed)} works listed in {CORPUS_MANIFEST}")
-        except (OSError, ValueError, KeyError, TypeError):
-            notes.append(f"{CORPUS_MANIFEST} is unreadable; using every audio file in the folder")
+    skipped: list[dict[str, str]] = []
+    listed = _corpus_listing(audio_dir, notes)
     exclude = exclude.resolve() if exclude is not None else None
     found = []
-    for root, dirs, files in os.walk(audio_dir):
+
+    def unreadable(error: OSError) -> None:
+        skipped.append({"file": _relative_name(Path(error.filename or audio_dir), audio_dir),
+                        "reason": f"folder cannot be read ({error.strerror or error})"})
+
+    for root, dirs, files in os.walk(audio_dir, onerror=unreadable):
         root_path = Path(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (exclude is None or (root_path / d).resolve() != exclude))
         for name in sorted(files):
             if name.startswith(".") or Path(name).suffix.lower() not in AUDIO_SUFFIXES:
                 continue
             path = root_path / name
-            if listed is not None and path.relative_to(audio_dir).as_posix() not in listed:
+            relative = _relative_name(path, audio_dir)
+            if listed is not None and relative not in listed:
                 continue
-            found.append(path)
+            problem = _unusable_entry(path)
+            if problem:
+                skipped.append({"file": relative, "reason": problem})
+            else:
+                found.append(path)
     found.sort(key=lambda p: p.relative_to(audio_dir).as_posix())
-    return found, notes
+    return found, notes, skipped
+
+
+def _corpus_listing(audio_dir: Path, notes: list[str]) -> set[str] | None:
+    """The works a pdd corpus.json lists (it is untrusted: only used as a filter), or None without one."""
+    manifest = audio_dir / CORPUS_MANIFEST
+    if not manifest.is_file():
+        return None
+    try:
+        data = load_json(manifest, CORPUS_MANIFEST)
+        if isinstance(data, dict) and data.get("format") == "pdd-corpus/1":
+            listed = {str(w["file"]) for w in data["works"]}
+            notes.append(f"corpus folder: using the {len(listed)} works listed in {CORPUS_MANIFEST}")
+            return listed
+    except (PddError, KeyError, TypeError):
+        notes.append(f"{CORPUS_MANIFEST} is unreadable; using every audio file in the folder")
+    return None
+
+
+def _relative_name(path: Path, audio_dir: Path) -> str:
+    """`path` relative to the input folder, printable (a non-UTF-8 byte shows as \\xNN)."""
+    try:
+        return printable(path.relative_to(audio_dir).as_posix(), 300)
+    except ValueError:
+        return printable(path, 300)
+
+
+def _unusable_entry(path: Path) -> str | None:
+    """Why a directory entry cannot be ingested as a file, or None: checked before any read, because a FIFO named
+    x.wav would block the reader forever and a name with non-UTF-8 bytes cannot be recorded in the JSON index."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return "file name is not valid UTF-8; rename the file"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return "a broken symbolic link (its target does not exist)"
+    except OSError as exc:
+        return "a symbolic link loop" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror or exc})"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a FIFO, device or socket)"
+    return None
 
 
 def split_by_source(names: list[str], heldout_fraction: float, seed: int) -> dict[str, str]:
@@ -151,8 +200,12 @@ def input_fingerprint(files: list[Path], audio_dir: Path, config: AudioConfig, p
     digest.update(config.to_json().encode())
     digest.update(json.dumps(asdict(params), sort_keys=True).encode())
     for path in files:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(audio_dir).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        try:
+            info = path.stat()
+            size, mtime = info.st_size, info.st_mtime_ns
+        except OSError:  # gone since listing: the read reports it; the fingerprint only has to differ
+            size, mtime = -1, -1
+        digest.update(f"{path.relative_to(audio_dir).as_posix()}\0{size}\0{mtime}\n".encode())
     return digest.hexdigest()
 
 
@@ -227,9 +280,10 @@ def prepare_cache(
     audio_dir, out = Path(audio_dir), Path(out)
     if not audio_dir.is_dir():
         raise AudioError(f"{audio_dir}: no such folder")
-    files, notes = find_audio_files(audio_dir, exclude=out)
+    files, notes, skipped = find_audio_files(audio_dir, exclude=out)
     if not files:
-        raise AudioError(f"no audio files ({' '.join(AUDIO_SUFFIXES)}) under {audio_dir}")
+        listed = f"; skipped: {skipped[0]['file']} ({skipped[0]['reason']})" if skipped else ""
+        raise AudioError(f"no audio files ({' '.join(AUDIO_SUFFIXES)}) under {audio_dir}{listed}")
     fingerprint = input_fingerprint(files, audio_dir, config, params)
     index = existing_cache_state(out, config, force)
     if index is not None and index.get("fingerprint") == fingerprint and not force:
@@ -240,7 +294,8 @@ def prepare_cache(
 
     names = [p.relative_to(audio_dir).as_posix() for p in files]
     assignment = split_by_source(names, params.heldout_fraction, params.seed)
-    report = PrepareReport(out=out, preset=config.name, files_found=len(files), silence_db=params.silence_db, notes=notes)
+    report = PrepareReport(out=out, preset=config.name, files_found=len(files) + len(skipped), silence_db=params.silence_db,
+                           notes=notes, skipped_files=list(skipped))
     report.splits = {split: {"files": 0, "clips": 0, "hours": 0.0} for split in ("train", "heldout")}
     hop = params.hop_samples(config)
     with CacheWriter(out, config, dtype=params.dtype) as writer:
@@ -284,14 +339,14 @@ def _ingest_file(
     except AudioError as exc:
         report.skipped_files.append({"file": name, "reason": _reason(str(exc), path)})
         return 0
+    except OSError as exc:  # vanished or became unreadable since the folder was listed
+        report.skipped_files.append({"file": name, "reason": f"cannot be read ({exc.strerror or exc})"})
+        return 0
     except MemoryError:
         report.skipped_files.append({"file": name, "reason": "too large to load into memory"})
         return 0
     report.files_read += 1
     report.hours_read += wave.shape[0] / config.sample_rate / 3600.0
-    if not np.all(np.isfinite(wave)):
-        report.skipped_files.append({"file": name, "reason": "contains NaN/inf samples"})
-        return 0
     if wave.shape[0] < config.clip_samples:
         seconds = wave.shape[0] / config.sample_rate
         report.skipped_files.append(
