@@ -1,0 +1,126 @@
+"""`pdd-serve`: music over HTTP — a page with a Generate button and a JSON API that returns audio (no PyTorch).
+
+A thin typer wrapper over `pdd.runtime.serve` (Service + create_app) run by uvicorn. The socket is bound here, before
+the engine loads, so a busy port is one `error:` line, not a log of uvicorn internals.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Same reason as pdd-run: one BLAS thread, so OpenBLAS doesn't spin against onnxruntime and scipy.fft. Before numpy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pdd.runtime.cli_common import make_app, user_errors
+from pdd.runtime.errors import ConfigError
+
+HELP = """Serve an engine over HTTP: a web page at / and a JSON API (loopback only unless --host says otherwise).
+
+  POST /api/generate  {"seed": 7, "steps": 8, "vocoder": "auto", "format": "wav"}  → the audio bytes, with X-Pdd-* headers
+                      (seed, steps, mode, vocoder, engine name + manifest sha256, queue/sample/decode/encode ms)
+  GET  /api/engine    what the engine offers (steps, vocoders, formats) and how it is served
+  GET  /api/health    ready, queue depth, requests served
+
+Same seed → the same bytes as `pdd-run --seed S -n 1` with the same options. Requests that arrive within --max-wait-ms
+share a batch of up to --max-batch; the sampler and the vocoder run on separate threads, so one batch samples while
+the previous one decodes. A full queue answers 503 with Retry-After; SIGTERM finishes the requests in flight, then exits.
+
+Examples:
+
+  pdd-serve                                      # the shipped engine on http://127.0.0.1:8000
+
+  pdd-serve --engine engines/small-8 --port 9000 --max-batch 8 --max-wait-ms 30
+
+  curl -s -X POST localhost:8000/api/generate -d '{"seed": 7}' -o seed7.wav
+"""
+
+MAX_PORT = 65535
+
+app = make_app(HELP)
+
+
+@app.command(help=HELP)
+@user_errors
+def serve(
+    engine: Optional[Path] = typer.Option(None, "--engine", "-e", help="Bundle folder (default: the one shipped with pdd)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8000, "--port", "-p", help="TCP port (0: any free port, printed at start)."),
+    backend: str = typer.Option("auto", "--backend", help="auto | ort (onnxruntime) | trt (native TensorRT)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (where the ort backend runs)."),
+    max_batch: int = typer.Option(4, "--max-batch", help="Most requests sharing one model call."),
+    max_wait_ms: float = typer.Option(20.0, "--max-wait-ms", help="How long a batch waits to fill after its first request."),
+    max_queue: int = typer.Option(32, "--max-queue", help="Most requests held at once; more get 503 + Retry-After."),
+    pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline", help="Sampler and vocoder on separate threads."),
+    exact: bool = typer.Option(
+        True, "--exact/--no-exact",
+        help="Batch only where it gives pdd-run's exact bytes (checked per batch size); --no-exact always batches."),
+    access_log: bool = typer.Option(False, "--access-log", help="Log every request (uvicorn's access log)."),
+) -> None:
+    if not 0 <= port <= MAX_PORT:
+        raise ConfigError(f"--port must be in [0, {MAX_PORT}], got {port}")
+    started = time.perf_counter()
+    uvicorn, create_app = _serve_imports()
+    from pdd.runtime.serve.service import ServeOptions, Service
+
+    options = ServeOptions(engine=engine, backend=backend, device=device, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                           max_queue=max_queue, pipeline=pipeline, exact=exact)
+    options.check()
+    sock = _listen(host, port)
+    service = Service(options)
+    bound_host, bound_port = sock.getsockname()[:2]
+    summary = service.engine_summary()
+    print(f"pdd-serve: {summary['name']} ({summary['manifest_sha256'][:12]}) on {summary['backend']}; "
+          f"listening on http://{_url_host(bound_host)}:{bound_port} (ready in {time.perf_counter() - started:.2f} s)",
+          file=sys.stderr, flush=True)
+    config = uvicorn.Config(create_app(service), log_level="warning", access_log=access_log, lifespan="on",
+                            timeout_graceful_shutdown=60)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _serve_imports():  # type: ignore[no-untyped-def]
+    try:
+        import uvicorn
+
+        from pdd.runtime.serve.app import create_app
+    except ImportError as exc:
+        raise ConfigError(f"pdd-serve needs the [serve] extra ({exc.name} is missing): pip install 'pdd[serve]'") from None
+    return uvicorn, create_app
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or one error line (port taken, address not on this machine)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host!r} does not resolve ({exc.strerror})") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def main() -> None:
+    app(prog_name="pdd-serve")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
