@@ -10,12 +10,15 @@ A checkpoint is a plain dict of tensors and JSON-like values:
 
 Writers call `make_checkpoint_state(...)` and `save_checkpoint(path, state)`; readers call `load_denoiser(path)` for a ready
 model, or `load_checkpoint(path)` + `checkpoint_info(state)` for everything.
+
+A checkpoint from elsewhere is untrusted: `weights_only` refuses pickled code, `CheckpointInfo.from_dict` refuses wrong
+types and out-of-range numbers, and `build_model` counts the recorded config's parameters on the meta device before
+allocating, so an info claiming a billion-channel model is refused instead of exhausting memory.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +27,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from pdd.runtime import fileio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError, PddError
+from pdd.runtime.untrusted import bounded_int, check_audio_bounds, printable
 from pdd.training.ema import EMA, unwrap
 from pdd.training.unet1d import UNet1D, UNetConfig
 
 CHECKPOINT_FORMAT = "pdd-checkpoint/1"
 KINDS = ("teacher", "student")
+MAX_STUDENT_STEPS = 1024  # the finest DDIM grid pdd samples
+MAX_TRAIN_STEP = 10**12
 
 
 class CheckpointError(PddError):
@@ -71,17 +78,23 @@ class CheckpointInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CheckpointInfo":
         try:
+            if not isinstance(data.get("kind"), str) or not isinstance(data.get("lineage", []), list):
+                raise TypeError("kind must be a string and lineage a list")
+            check_audio_bounds(data["audio"], "audio", CheckpointError)
+            steps = data.get("steps")
+            if steps is not None:
+                bounded_int(steps, "steps", 1, MAX_STUDENT_STEPS, CheckpointError)
             return cls(
                 kind=data["kind"],
                 audio=AudioConfig.from_dict(dict(data["audio"])),
                 model=UNetConfig.from_dict(dict(data["model"])),
-                steps=data.get("steps"),
-                lineage=list(data.get("lineage", [])),
-                train_step=int(data.get("train_step", 0)),
+                steps=steps,
+                lineage=[dict(entry) for entry in data.get("lineage", [])],
+                train_step=bounded_int(data.get("train_step", 0), "train_step", 0, MAX_TRAIN_STEP, CheckpointError),
                 parameterization=data.get("parameterization", "v"),
             )
-        except (KeyError, TypeError, ConfigError) as exc:
-            raise CheckpointError(f"checkpoint info is incomplete or invalid: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, ConfigError, CheckpointError) as exc:
+            raise CheckpointError(f"checkpoint info is incomplete or invalid: {printable(exc, 200)}") from None
 
 
 def make_checkpoint_state(
@@ -124,21 +137,37 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     path = Path(path)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError("refusing to save a dict that make_checkpoint_state did not build")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except OSError as exc:  # disk full, permissions: the previous checkpoint stays as it was
-        Path(tmp_name).unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {fileio.describe_os_error(exc)}") from None
+    # Interrupts wait for the save: torch's zip writer, torn by a KeyboardInterrupt, raises its own error mid-unwind.
+    with fileio.deferred_interrupts():
+        target = fileio.AtomicFile(path, error=CheckpointError)
+        try:
+            torch.save(state, target.handle)
+        except OSError as exc:  # disk full, permissions: the previous checkpoint stays as it was
+            target.abort()
+            raise CheckpointError(f"cannot write checkpoint {path}: {fileio.describe_os_error(exc)}; "
+                                  "the previous checkpoint is unchanged") from None
+        except RuntimeError as exc:  # torch reports a failed write (a full disk) as its own RuntimeError
+            target.abort()
+            raise CheckpointError(f"cannot write checkpoint {path}: {_write_failure(exc)}; "
+                                  "the previous checkpoint is unchanged") from None
+        except BaseException:
+            target.abort()
+            raise
+        return target.commit()
+
+
+def _write_failure(exc: RuntimeError) -> str:
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError):
+        return fileio.describe_os_error(cause)
+    if "file write failed" in text or "unexpected pos" in text:
+        return "the write failed (is the disk full?)"
+    return printable(text.splitlines()[0] if text else type(exc).__name__, 200)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -194,7 +223,17 @@ def _diff(have: dict[str, Any], want: dict[str, Any]) -> str:
 
 
 def build_model(info: CheckpointInfo, weights: dict[str, torch.Tensor], path: str | os.PathLike[str] = "checkpoint") -> UNet1D:
-    """A UNet1D of the recorded config with `weights` loaded strictly."""
+    """A UNet1D of the recorded config with `weights` loaded strictly (its size checked against them first)."""
+    if not isinstance(weights, dict) or not all(isinstance(w, torch.Tensor) for w in weights.values()):
+        raise CheckpointError(f"{path}: the weights are not a dict of tensors")
+    held = sum(w.numel() for w in weights.values())
+    try:
+        with torch.device("meta"):  # count parameters without allocating them
+            needed = sum(p.numel() for p in UNet1D(info.model).parameters())
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the recorded model config cannot be built ({printable(exc, 200)})") from None
+    if needed > held:
+        raise CheckpointError(f"{path}: the recorded model config needs {needed} parameters, the file holds {held} values")
     model = UNet1D(info.model)
     try:
         model.load_state_dict(weights, strict=True)

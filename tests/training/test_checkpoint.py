@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import pickle
+import signal
 
 import pytest
 import torch
@@ -10,6 +13,7 @@ import torch
 from pdd.runtime.config import get_preset
 from pdd.runtime.errors import PddError
 from pdd.training.checkpoint import (
+    build_model,
     CheckpointError,
     CheckpointInfo,
     check_compatible,
@@ -127,8 +131,47 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch) -> 
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(CheckpointError, match="No space left"):
+    with pytest.raises(CheckpointError, match="the disk is full; the previous checkpoint is unchanged"):
         save_checkpoint(path, make_checkpoint_state(model, teacher_info(model, step=2)))
     monkeypatch.undo()
     assert checkpoint_info(load_checkpoint(path)).train_step == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_an_interrupt_inside_torch_save_waits_for_a_whole_checkpoint(tmp_path, monkeypatch) -> None:
+    """SIGINT arriving mid-save: the checkpoint is finished and installed, then KeyboardInterrupt; no temp is left."""
+    model = tiny_model()
+    real_save = torch.save
+
+    def interrupted_save(obj, handle, *args, **kwargs):
+        handle.write(b"PK")  # the first bytes of the zip, then the signal, as a real interrupt would land
+        handle.seek(0)
+        os.kill(os.getpid(), signal.SIGINT)
+        real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "c.pt", make_checkpoint_state(model, teacher_info(model, step=3)))
+    monkeypatch.undo()
+    assert checkpoint_info(load_checkpoint(tmp_path / "c.pt")).train_step == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("train_step", "abc"), ("train_step", -1), ("steps", "8"), ("steps", 10**9), ("lineage", 5), ("audio", "paper"),
+    ("kind", ["teacher"]), ("model", None), ("audio", {"name": "x", "sample_rate": 10**12}),
+])
+def test_info_of_the_wrong_type_or_size_is_one_checkpoint_error(field, value) -> None:
+    model = tiny_model()
+    data = teacher_info(model, step=1).to_dict()
+    data[field] = value
+    with pytest.raises(CheckpointError, match="incomplete or invalid"):
+        CheckpointInfo.from_dict(data)
+
+
+def test_a_model_config_bigger_than_its_weights_is_refused_before_allocation(tmp_path) -> None:
+    model = tiny_model()
+    info = teacher_info(model, step=1)
+    huge = dataclasses.replace(info.model, base_channels=info.model.base_channels * 4096)
+    with pytest.raises(CheckpointError, match="needs .* parameters, the file holds"):
+        build_model(dataclasses.replace(info, model=huge), model.state_dict())
