@@ -26,7 +26,7 @@ from pdd.runtime.untrusted import printable
 
 PAGE_FILE = "page.html"
 # The page is one file with inline script and style; nothing is fetched from anywhere but this server.
-PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' blob:; "
                "media-src 'self' blob:; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'")
 
 

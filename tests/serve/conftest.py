@@ -15,16 +15,23 @@ pytest.importorskip("fastapi", reason="pdd-serve needs the [serve] extra: pip in
 from pdd.runtime.serve.service import ServeOptions, Service  # noqa: E402
 
 
-def _runtime_fixtures() -> Any:
-    path = Path(__file__).resolve().parents[1] / "runtime" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("pdd_tests_runtime_fixtures", path)
+def load_by_path(path: Path, name: str) -> Any:
+    """A helper module of the test tree (not a package under --import-mode=importlib), imported from its file."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-build_tiny_bundle = _runtime_fixtures().build_tiny_bundle
+HERE = Path(__file__).resolve().parent
+build_tiny_bundle = load_by_path(HERE.parent / "runtime" / "conftest.py", "pdd_tests_runtime_fixtures").build_tiny_bundle
+
+
+@pytest.fixture(scope="session")
+def cdp() -> Any:
+    """tests/serve/cdp.py: the Chrome DevTools Protocol client the browser test drives chromium with."""
+    return load_by_path(HERE / "cdp.py", "pdd_tests_cdp")
 
 
 @pytest.fixture(scope="session")
