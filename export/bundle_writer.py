@@ -22,10 +22,13 @@ import numpy as np
 import onnx
 import torch
 
-from pdd.runtime.bundle import load_bundle, schedule_entry, sha256_file, write_manifest
+from pdd.runtime.bundle import MANIFEST_NAME, load_bundle, schedule_entry, sha256_file, write_manifest
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import PddError
+from pdd.runtime.fileio import files_below, remove_stale_temps, temp_prefix
+from pdd.runtime.untrusted import is_inside, load_json, printable
 from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, initial_phase
+from pdd.runtime.silence import DEFAULT_GATE
 from pdd.export.graphs import (
     EXAMPLE_BATCH,
     OPSET,
@@ -71,6 +74,7 @@ class ExportOptions:
     trt: bool = False
     trt_max_batch: int = 8
     seed: int = GOLDEN_SEED
+    vocoder_ckpt: Path | None = None  # a `pdd-vocoder train` checkpoint: the bundle also gets the learned vocoder
 
 
 @dataclass
@@ -107,8 +111,50 @@ def check_options(options: ExportOptions) -> None:
         raise ExportError(f"{out} already exists; pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder; choose another --out")
+    if out.exists():
+        refuse_foreign_files(out, [options.ckpt] + ([options.eval_json] if options.eval_json else []))
     if options.eval_json is not None:
         read_eval_json(options.eval_json)
+    if options.vocoder_ckpt is not None and not Path(options.vocoder_ckpt).is_file():
+        raise ExportError(f"--vocoder-ckpt {options.vocoder_ckpt}: no such file (the vocoder.pt of a `pdd-vocoder train` run)")
+
+
+def refuse_foreign_files(out: Path, inputs: list[Path]) -> None:
+    """--force replaces `out` whole, so it must hold nothing but an earlier export: never this export's own inputs
+    (the checkpoint), never a user's files (`--out .` in a project). ExportError names what is in the way."""
+    for source in inputs:
+        if is_inside(out, source):
+            raise ExportError(f"{source} lies inside --out {out}, which --force would replace; choose another --out")
+    foreign = foreign_bundle_files(out)
+    if foreign:
+        shown = ", ".join(printable(p.relative_to(out).as_posix(), 120) for p in foreign[:5])
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise ExportError(f"--out {out} holds files pdd-export did not write ({shown}{more}); --force replaces only a "
+                          "bundle: move those away or choose another --out")
+
+
+def foreign_bundle_files(out: Path) -> list[Path]:
+    """Files below `out` that are not part of a bundle pdd-export wrote: its manifest, the files it lists with matching
+    sha256, and TensorRT plans, their records and timing cache under trt/. Symlinks always count as foreign."""
+    manifest_path = out / MANIFEST_NAME
+    try:
+        manifest = load_json(manifest_path, "manifest", ExportError) if manifest_path.is_file() else None
+    except ExportError:
+        manifest = None
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    listed = listed if isinstance(listed, dict) else {}
+    foreign = []
+    for path in files_below(out):
+        name = path.relative_to(out).as_posix()
+        if path.is_symlink():
+            foreign.append(path)
+        elif name == MANIFEST_NAME and isinstance(manifest, dict):
+            continue
+        elif name.startswith("trt/") and (path.suffix in (".plan", ".json") or path.name == "timing.cache"):
+            continue
+        elif name not in listed or sha256_file(path) != listed[name]:
+            foreign.append(path)
+    return foreign
 
 
 def read_eval_json(path: Path) -> dict[str, Any]:
@@ -166,7 +212,8 @@ def export_bundle(options: ExportOptions, progress: Callable[[str], None] | None
     model, info = load_model(options)
     out = Path(options.out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    remove_stale_temps(out.parent)  # temp folders of exports killed by SIGKILL
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=out.parent))
     try:
         report = _build(options, model, info, tmp, say)
         _install(tmp, out, options.force)
@@ -254,6 +301,14 @@ def _build(options: ExportOptions, model: torch.nn.Module, info: Any, tmp: Path,
             raise ExportError("parity check failed: " + "; ".join(p.describe() for p in failed))
         protos[name] = proto
 
+    neural = None
+    if options.vocoder_ckpt is not None:
+        from pdd.export.neural_vocoder import build_parts
+
+        say("exporting the learned vocoder")
+        neural = build_parts(Path(options.vocoder_ckpt), audio, golden["vocoder.x0"])
+        parity.extend(neural.parity)
+
     # -- files ------------------------------------------------------------------------------------------------------------
     say("writing bundle")
     store = WeightStore(tmp / WEIGHTS_FILE)
@@ -261,9 +316,18 @@ def _build(options: ExportOptions, model: torch.nn.Module, info: Any, tmp: Path,
         if name in protos:
             save_with_shared_weights(protos[name], tmp / f"{name}.onnx", store)
     onnx.save_model(strip_metadata(protos["vocoder"]), str(tmp / "vocoder.onnx"))
-    np.savez_compressed(tmp / GOLDEN_FILE, **_golden_to_store(golden))
+    stored = _golden_to_store(golden)
+    if neural is not None:
+        from pdd.export.neural_vocoder import golden_to_store, write_parts
+
+        write_parts(neural, tmp)
+        stored.update(golden_to_store(neural.golden))
+    np.savez_compressed(tmp / GOLDEN_FILE, **stored)
 
     manifest = _manifest(options, info, protos, parity, notes, external=store.size > 0)
+    manifest["decode"] = decode_section(neural.decode if neural is not None else None)
+    if neural is not None:
+        manifest["graphs"].update(neural.graphs)
     if store.size == 0:
         (tmp / WEIGHTS_FILE).unlink()
 
@@ -281,10 +345,20 @@ def _build(options: ExportOptions, model: torch.nn.Module, info: Any, tmp: Path,
     return ExportReport(out=tmp, seconds=0.0, files=files, parity=parity, graphs=list(protos), notes=notes, trt_key=trt_key)
 
 
+def decode_section(neural: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's `decode` entry: Griffin-Lim behind the default silence gate, and the learned vocoder (the default)
+    when there is one."""
+    section: dict[str, Any] = {"silence_gate": DEFAULT_GATE.to_dict(), "default_vocoder": "gl" if neural is None else "neural"}
+    if neural is not None:
+        section["neural"] = neural
+    return section
+
+
 def _golden_to_store(golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """All of the golden, except that the vocoder keeps one item: its random phase is incompressible (1.5 MB per item at
     n_fft 2048) and the shipped bundle has a size budget. Parity at export ran on the whole batch."""
-    return {key: (value[:1] if key.startswith("vocoder.") else value) for key, value in golden.items()}
+    return {key: (value[:1] if key.startswith("vocoder.") else value) for key, value in golden.items()
+            if not key.startswith("neural_vocoder")}
 
 
 def _inputs(graph: str, golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -358,6 +432,7 @@ def _install(tmp: Path, out: Path, force: bool) -> None:
     if out.exists():
         if not force:
             raise ExportError(f"{out} already exists; pass --force to replace it")
+        refuse_foreign_files(out, [])  # again: minutes have passed since check_options
         aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
         os.replace(out, aside / out.name)
         try:

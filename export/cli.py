@@ -10,12 +10,17 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
 from pdd.runtime.cli_common import make_app, user_errors
 from pdd.runtime.griffinlim import DEFAULT_ITERS
+from pdd.runtime.untrusted import is_inside, printable
+
+MAX_GL_ITERS = 1000  # as a bundle may carry (pdd.runtime.bundle.MAX_GL_ITERS)
+MAX_TRT_BATCH = 128
+TRITON_MODEL_FILES = ("config.pbtxt",)
 
 HELP = """Export a checkpoint to an engine bundle that `pdd-run` plays without PyTorch.
 
@@ -29,6 +34,10 @@ Examples:
 
   pdd-export --ckpt runs/distill/student-8.pt --steps 8 --out engines/small-8 --force --trt --triton triton-repo
 
+  pdd-export --ckpt runs/distill/student-8.pt --steps 8 --out engines/small-8 --vocoder-ckpt runs/vocoder/vocoder.pt
+
+  pdd-export --from-bundle engines/small-8 --vocoder-ckpt runs/vocoder/vocoder.pt --out engines/small-8 --force
+
 A student exports with its own step count only; a teacher with any count up to 1024 (above 64 the bundle has no fused sampler and pdd-run loops the denoiser). --trt builds TensorRT plans for the GPU of this machine (needs the tensorrt package); --triton writes a Triton Inference Server model repository (sampler, vocoder, and an ensemble noise → waveform).
 """
 
@@ -38,8 +47,10 @@ app = make_app(HELP)
 @app.command(help=HELP)
 @user_errors
 def export(
-    ckpt: Path = typer.Option(..., "--ckpt", help="Teacher or student checkpoint written by pdd-train / pdd-distill."),
-    steps: int = typer.Option(..., "--steps", help="Sampling steps: a student's own count, or any count for a teacher."),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Teacher or student checkpoint written by pdd-train / pdd-distill."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps: a student's own count, or any count for a teacher."),
+    vocoder_ckpt: Optional[Path] = typer.Option(None, "--vocoder-ckpt", help="Also ship the learned vocoder of this `pdd-vocoder train` checkpoint (the default back end then)."),
+    from_bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Instead of --ckpt: rebuild the back end of this existing bundle (U-Net graphs copied)."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to create (e.g. engines/NAME)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out (and --triton) folder."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or fp16 weights with fp32 norms/softmax/vocoder."),
@@ -52,20 +63,43 @@ def export(
 ) -> None:
     from pdd.export.bundle_writer import MAX_UNROLLED_STEPS, PRECISIONS, ExportError, ExportOptions, export_bundle, human_size
 
+    say = lambda message: print(f"pdd-export: {message}", file=sys.stderr, flush=True)  # noqa: E731
+    if from_bundle is not None:
+        if ckpt is not None or steps is not None or trt or triton is not None or precision != "fp32":
+            raise ExportError("--from-bundle rebuilds only the back end: it takes --vocoder-ckpt, --out, --force and --name")
+        from pdd.export.bundle_upgrade import upgrade_bundle
+
+        _print_report(upgrade_bundle(from_bundle, out, vocoder_ckpt, force=force, name=name, progress=say), human_size)
+        return
+    if ckpt is None or steps is None:
+        raise ExportError("pass --ckpt and --steps (or --from-bundle DIR to rebuild an existing bundle's back end)")
     if precision not in PRECISIONS:
         raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if triton is not None and triton.exists() and not force:
         raise ExportError(f"{triton} already exists; pass --force to replace it")
     if triton is not None and steps > MAX_UNROLLED_STEPS:
         raise ExportError(f"--triton serves the fused sampler, which is only built up to {MAX_UNROLLED_STEPS} steps (asked for {steps})")
-    if trt_max_batch < 1:
-        raise ExportError(f"--trt-max-batch must be >= 1, got {trt_max_batch}")
+    if not 1 <= trt_max_batch <= MAX_TRT_BATCH:
+        raise ExportError(f"--trt-max-batch must be in 1..{MAX_TRT_BATCH}, got {trt_max_batch}")
+    if gl_iters > MAX_GL_ITERS:
+        raise ExportError(f"--gl-iters must be <= {MAX_GL_ITERS}, got {gl_iters}")
+    if triton is not None and triton.exists():
+        check_triton_folder(triton, [ckpt, out] + ([eval_json] if eval_json else []))
     options = ExportOptions(
         ckpt=ckpt, steps=steps, out=out, force=force, precision=precision, gl_iters=gl_iters, name=name,
-        eval_json=eval_json, trt=trt, trt_max_batch=trt_max_batch,
+        eval_json=eval_json, trt=trt, trt_max_batch=trt_max_batch, vocoder_ckpt=vocoder_ckpt,
     )
-    report = export_bundle(options, progress=lambda message: print(f"pdd-export: {message}", file=sys.stderr, flush=True))
-    print(f"wrote {report.out} in {report.seconds:.1f} s ({', '.join(report.graphs)})")
+    report = export_bundle(options, progress=say)
+    _print_report(report, human_size)
+    if triton is not None:
+        from pdd.export.triton import write_repository
+
+        names = write_repository(report.out, triton, force=force, max_batch=trt_max_batch, trt_key=report.trt_key)
+        print(f"wrote Triton repository {printable(triton)} ({', '.join(names)})")
+
+
+def _print_report(report: Any, human_size: Callable[[int], str]) -> None:
+    print(f"wrote {printable(report.out)} in {report.seconds:.1f} s ({', '.join(report.graphs)})")
     print("  time: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.stage_seconds.items()))
     for relpath, size in report.files.items():
         print(f"  {relpath:<40} {human_size(size):>10}")
@@ -75,11 +109,33 @@ def export(
         print(f"  {parity.describe()}")
     for note in report.notes:
         print(f"note: {note}")
-    if triton is not None:
-        from pdd.export.triton import write_repository
 
-        names = write_repository(report.out, triton, force=force, max_batch=trt_max_batch, trt_key=report.trt_key)
-        print(f"wrote Triton repository {triton} ({', '.join(names)})")
+
+def check_triton_folder(triton: Path, inputs: list[Path]) -> None:
+    """--force replaces the Triton folder whole: refuse one that holds this export's inputs or output, or anything but
+    a model repository pdd wrote (pdd_*/config.pbtxt and pdd_*/1/* files), naming what is in the way."""
+    from pdd.export.bundle_writer import ExportError
+    from pdd.export.triton import PREFIX
+    from pdd.runtime.fileio import files_below
+
+    if not triton.is_dir():
+        raise ExportError(f"--triton {triton} exists and is not a folder")
+    for source in inputs:
+        if is_inside(triton, source):
+            raise ExportError(f"{source} lies inside --triton {triton}, which --force would replace; choose another folder")
+    foreign = []
+    for path in files_below(triton):
+        parts = path.relative_to(triton).parts
+        ours = (not path.is_symlink() and len(parts) >= 2 and parts[0].startswith(f"{PREFIX}_")
+                and (parts[1:] == TRITON_MODEL_FILES or (len(parts) == 3 and parts[1] == "1")))
+        if not ours:
+            foreign.append(path.relative_to(triton).as_posix())
+        if len(foreign) > 5:
+            break
+    if foreign:
+        shown = ", ".join(printable(name, 120) for name in foreign[:5]) + (" and more" if len(foreign) > 5 else "")
+        raise ExportError(f"--triton {triton} holds files pdd-export did not write ({shown}); --force replaces only a "
+                          "repository it wrote: move those away or choose another folder")
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -313,7 +313,7 @@ def _vouched_for(root: Path, ledger: dict[str, list[int]], path: Path) -> bool:
         return False
 
 
-def _files_below(root: Path) -> Iterator[Path]:
+def files_below(root: Path) -> Iterator[Path]:
     """Every non-folder entry below `root` (symlinks included, never followed), ours aside: ledger and live temps."""
     for folder, dirs, files in os.walk(root):
         dirs.sort()
@@ -333,7 +333,7 @@ def claim_output_folder(out: Path, *, force: bool, own_files: Callable[[Path], I
         raise ConfigError(f"{printable(out)} exists and is not a folder")
     if out.is_dir():
         remove_stale_temps(out)
-        if next(_files_below(out), None) is not None:
+        if next(files_below(out), None) is not None:
             if not force:
                 raise ConfigError(f"{printable(out)} already holds files; {hint}")
             _delete_own_files(out, own_files)
@@ -351,7 +351,7 @@ def _delete_own_files(out: Path, own_files: Callable[[Path], Iterable[Path]]) ->
     candidates = {Path(p) for p in own_files(out)}
     ours: list[Path] = []
     foreign: list[Path] = []
-    for path in _files_below(out):
+    for path in files_below(out):
         if path in candidates and _vouched_for(out, ledger, path):
             ours.append(path)
         else:
@@ -371,6 +371,6 @@ def _delete_own_files(out: Path, own_files: Callable[[Path], Iterable[Path]]) ->
 
 __all__ = [
     "AtomicFile", "LEDGER_NAME", "append_line", "atomic_write_bytes", "atomic_write_text", "claim_output_folder",
-    "deferred_interrupts", "describe_os_error", "ensure_writable_dir", "note_written", "remove_stale_temps",
+    "deferred_interrupts", "describe_os_error", "ensure_writable_dir", "files_below", "note_written", "remove_stale_temps",
     "write_json_atomic",
 ]
