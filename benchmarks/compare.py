@@ -49,7 +49,7 @@ from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, _EPS as GL_E
 from pdd.runtime.mel import denormalize, mel_to_magnitude
 from pdd.runtime.pack import unpack
 from pdd.runtime.sampler import SamplerSettings
-from pdd.runtime.schedule import ddim_sample
+from pdd.runtime.schedule import TEACHER_STEPS, ddim_sample, grid
 from pdd.runtime.spectral import hann_window
 from pdd.training.checkpoint import CheckpointInfo, load_denoiser, make_checkpoint_state, save_checkpoint
 from pdd.training.diffusion import sample_ddim
@@ -57,7 +57,7 @@ from pdd.training.unet1d import UNet1D, count_parameters, unet_config
 
 COMPARE_FORMAT = "pdd-compare/1"
 PARITY_TOLERANCE = 1e-3  # x̂0, relative to its peak: ORT vs torch eager of the same fp32 weights
-TEACHER_FULL_STEPS = 1024
+TEACHER_FULL_STEPS = TEACHER_STEPS
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def teacher_comparison(options: CompareOptions, bundle: Bundle, backend: TimedBa
         return backend.run("denoiser", {"z_t": z, "t": t_buffer})["v"]
 
     def runtime_teacher() -> None:
-        ddim_sample(runtime_denoise, z1, k)
+        ddim_sample(runtime_denoise, z1, grid(k))
         backend.take_calls()
 
     z1_torch = torch.from_numpy(z1)

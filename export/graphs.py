@@ -2,8 +2,8 @@
 
 - `UnrolledSampler`: the whole N-step DDIM in PyTorch (`pdd.runtime.schedule.ddim_sample`) — the reference for the
   sampler graph's golden output.
-- `unroll_sampler`: the sampler graph, built from the exported denoiser graph by repeating its nodes N times over the same
-  initializers with the DDIM update between them: no Loop/If, weights stored once, no N-fold re-tracing.
+- `unroll_sampler` (from `pdd.export.unroll`): the sampler graph, `ddim_sample` run on the exported denoiser graph's
+  nodes: no Loop/If, weights stored once, no N-fold re-tracing.
 - `export_graph`: the dynamo exporter with a named dynamic batch axis. The example input must have batch ≥ 2 — with batch 1
   the exporter silently specialises the axis to 1 (DESIGN §6).
 - `to_fp16`: onnxruntime's float16 converter with GroupNorm (InstanceNormalization), Softmax and the time embedding's
@@ -30,7 +30,8 @@ import torch
 from onnx import external_data_helper, numpy_helper
 from torch import nn
 
-from pdd.runtime.schedule import ddim_coefficients, ddim_sample, grid
+from pdd.export.unroll import unroll_sampler  # noqa: F401 - the sampler graph is built here for bundle_writer
+from pdd.runtime.schedule import ddim_sample, grid
 
 OPSET = 18  # the dynamo exporter's native opset (≥ 17 as DESIGN §6 asks; 17 only works through a down-conversion)
 BATCH_AXIS = "batch"
@@ -54,63 +55,7 @@ class UnrolledSampler(nn.Module):
 
     def forward(self, z_1: torch.Tensor) -> torch.Tensor:
         ones = torch.ones_like(z_1[:, 0, 0])  # (B,): the denoiser takes one t per batch item
-        return ddim_sample(lambda z, t: self.denoiser(z, ones * t), z_1, self.steps)
-
-
-def unroll_sampler(denoiser: onnx.ModelProto, steps: int) -> onnx.ModelProto:
-    """The fused sampler built from the exported denoiser graph itself: its nodes repeated N times, reading the same
-    initializers, joined by the DDIM update z ← a·z + b·v̂ with `ddim_coefficients` as constants. (z_1) → x0.
-
-    Equivalent to exporting `UnrolledSampler` (the PyTorch reference the parity check compares it with) but without
-    tracing the network N more times: milliseconds instead of minutes, and the weights are shared by construction.
-    t enters each step as a (batch,) Expand of a constant, as the denoiser's t input would.
-    """
-    graph = denoiser.graph
-    if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for node in graph.node for attr in node.attribute):
-        raise RuntimeError("the denoiser graph has control-flow subgraphs; the sampler must be straight-line")
-    inputs = {value.name: value for value in graph.input}
-    if set(inputs) != {"z_t", "t"} or [o.name for o in graph.output] != ["v"]:
-        raise RuntimeError(f"expected a denoiser graph (z_t, t) → v, got {sorted(inputs)} → {[o.name for o in graph.output]}")
-    shared = {init.name for init in graph.initializer} | {""}
-    helper = onnx.helper
-
-    def constant(name: str, value: float, shape: tuple[int, ...] = ()) -> onnx.NodeProto:
-        tensor = numpy_helper.from_array(np.full(shape, value, dtype=np.float32), name)
-        return helper.make_node("Constant", [], [name], name=name, value=tensor)
-
-    nodes: list[onnx.NodeProto] = [helper.make_node("Shape", ["z_1"], ["sampler/batch"], name="sampler/batch", start=0, end=1)]
-    z = "z_1"
-    times = grid(steps)
-    for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
-        prefix = f"step{i}/"
-        a, b = ddim_coefficients(float(t), float(s))
-        nodes.append(constant(f"{prefix}t_value", float(t), (1,)))
-        nodes.append(helper.make_node("Expand", [f"{prefix}t_value", "sampler/batch"], [f"{prefix}t"], name=f"{prefix}t"))
-        rename = {"z_t": z, "t": f"{prefix}t"}
-        for node in graph.node:
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            copy.name = prefix + node.name
-            copy.input[:] = [rename.get(x, x if x in shared else prefix + x) for x in node.input]
-            copy.output[:] = [x if x == "" else prefix + x for x in node.output]
-            nodes.append(copy)
-        nodes.append(constant(f"{prefix}a", a))
-        nodes.append(constant(f"{prefix}b", b))
-        nodes.append(helper.make_node("Mul", [z, f"{prefix}a"], [f"{prefix}az"], name=f"{prefix}az"))
-        nodes.append(helper.make_node("Mul", [f"{prefix}v", f"{prefix}b"], [f"{prefix}bv"], name=f"{prefix}bv"))
-        z = f"{prefix}z_next" if i < steps - 1 else "x0"
-        nodes.append(helper.make_node("Add", [f"{prefix}az", f"{prefix}bv"], [z], name=f"{prefix}ddim"))
-
-    z_in = onnx.ValueInfoProto()
-    z_in.CopyFrom(inputs["z_t"])
-    z_in.name = "z_1"
-    x0_out = onnx.ValueInfoProto()
-    x0_out.CopyFrom(graph.output[0])
-    x0_out.name = "x0"
-    sampler = helper.make_graph(nodes, "sampler", [z_in], [x0_out], initializer=list(graph.initializer))
-    model = helper.make_model(sampler, opset_imports=list(denoiser.opset_import), ir_version=denoiser.ir_version)
-    model.functions.extend(denoiser.functions)
-    return model
+        return ddim_sample(lambda z, t: self.denoiser(z, ones * t), z_1, grid(self.steps))
 
 
 @contextlib.contextmanager

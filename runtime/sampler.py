@@ -5,7 +5,7 @@ Modes:
 
 - `sampler`: one call of the fused N-step graph (z_1 → x̂0); the step count is fixed at export, so `steps` must be the
   bundle's N.
-- `loop`: the denoiser once per step with the DDIM update (`schedule.ddim_coefficients`) applied on the host between calls.
+- `loop`: the denoiser once per step with the DDIM update (`schedule.ddim_sample` over `grid(steps)`) on the host between calls.
   Valid step counts are `Bundle.valid_loop_steps()`: the divisors of N, whose grids t = k/M are subsets of the trained
   grid (a distilled student only ever saw those times); any count for a bundle marked "continuous" (a teacher).
 
@@ -36,7 +36,7 @@ from pdd.runtime.bundle import Bundle, finite_or_error
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, packed_to_audio, random_phase
 from pdd.runtime.neural_vocoder import spectrum_to_audio
-from pdd.runtime.schedule import ddim_coefficients, grid
+from pdd.runtime.schedule import ddim_sample, grid
 
 MODES = ("sampler", "loop")
 PHASE_STREAM = 1  # NoiseStream's phases come from Generator([seed, 1]): independent of the noise, fixed per seed
@@ -189,15 +189,14 @@ class Sampler:
         keep = ("x0",) if self._decode_graphs() else ()
         if self.mode == "sampler":
             return self.backend.run("sampler", {"z_1": z1}, keep=keep)["x0"]
-        times = grid(self.steps)
-        z = np.asarray(z1, dtype=np.float32)
-        t_in = np.empty((z.shape[0],), dtype=np.float32)
-        for t, s in zip(times[:-1], times[1:]):
-            a, b = ddim_coefficients(float(t), float(s))
+        t_in = np.empty((z1.shape[0],), dtype=np.float32)
+
+        def denoise(z: np.ndarray, t: float) -> np.ndarray:
             t_in.fill(t)
-            v = self.backend.run("denoiser", {"z_t": z, "t": t_in})["v"]
-            z = (np.float32(a) * z + np.float32(b) * v).astype(np.float32, copy=False)
-        return z
+            return np.asarray(self.backend.run("denoiser", {"z_t": z, "t": t_in})["v"], dtype=np.float32)
+
+        # Python-float coefficients never upcast a float32 array, so z stays float32 from step to step
+        return ddim_sample(denoise, np.asarray(z1, dtype=np.float32), grid(self.steps))
 
     @property
     def phase_shape(self) -> tuple[int, int]:

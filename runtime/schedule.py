@@ -1,4 +1,6 @@
-"""Diffusion math, the single source of truth (DESIGN §4): cosine schedule, grids, v-parameterisation, DDIM, distillation target.
+"""Diffusion math, the single source of truth (docs/architecture.md, "Diffusion math"): cosine schedule, grids,
+v-parameterisation, DDIM, the distillation target, and `ScheduleConfig`, the one JSON object that says which schedule a
+model samples with.
 
 Every function is plain arithmetic with scalar or broadcast coefficients, so numpy arrays (runtime, export) and torch tensors
 (training) pass through the same code. Transcendentals go through `_cos`/`_sin`/`_log`, which call the tensor's own method when
@@ -8,11 +10,13 @@ it has one (torch) and numpy otherwise — without importing torch.
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
 from pdd.runtime.errors import ConfigError
+from pdd.runtime.jsonconfig import JsonConfig
 
 LOGSNR_MIN = -20.0
 LOGSNR_MAX = 20.0
@@ -111,22 +115,37 @@ def ddim_step(z_t: Any, v_hat: Any, t: Any, s: Any) -> Any:
     return alpha_s * x_hat + sigma_s * eps_hat
 
 
-def ddim_coefficients(t: float, s: float) -> tuple[float, float]:
-    """(a, b) with z_s = a·z_t + b·v̂: the DDIM step folded into two scalars (what fused graphs bake in)."""
-    alpha_t, sigma_t = alpha_sigma(float(t))
-    alpha_s, sigma_s = alpha_sigma(float(s))
-    if s == 0:
-        alpha_s, sigma_s = 1.0, 0.0
+def ddim_coefficients(t: Any, s: Any) -> tuple[Any, Any]:
+    """(a, b) with z_s = a·z_t + b·v̂: the DDIM step folded into two coefficients (what fused graphs bake in). Floats in,
+    floats out; tensors (per-example times) in, tensors out. α_0 = 1 and σ_0 = 0 exactly, so a step to s = 0 is x̂."""
+    alpha_t, sigma_t = alpha_sigma(t)
+    alpha_s, sigma_s = alpha_sigma(s)
     return alpha_s * alpha_t + sigma_s * sigma_t, sigma_s * alpha_t - alpha_s * sigma_t
 
 
-def ddim_sample(denoise: Any, z1: Any, steps: int) -> Any:
-    """Run the N-step DDIM sampler from z_1 with `denoise(z, t) -> v̂` (t a Python float); returns x̂_0."""
-    times = grid(steps)
-    z = z1
-    for t, s in zip(times[:-1], times[1:]):
+def _time(t: Any) -> Any:
+    """A grid entry as a Python float (numpy scalars would turn `a·z` on a torch tensor into a numpy array); a tensor
+    of per-example times stays a tensor."""
+    return float(t) if isinstance(t, (int, float, np.number)) else t
+
+
+def ddim_sample(denoise: Callable[[Any, Any], Any], z: Any, times: Sequence[Any]) -> Any:
+    """Deterministic DDIM (η = 0) from z at times[0] down the decreasing grid `times`, with `denoise(z, t) -> v̂`.
+
+    The sampler takes its grid (as k-diffusion's samplers take their sigmas): `grid(N)` for N-step sampling (it ends at
+    t = 0, so the result is x̂0), or a teacher's two distillation steps [t, t − ½/N, t − 1/N] (then z at t − 1/N).
+    Grid entries reach `denoise` as Python floats, or as they are when they are tensors of per-example times.
+
+    The loop exists once, here: the runtime's loop mode, the PyTorch reference, distillation's teacher and export's
+    unrolled sampler graph all call it. It only computes `coefficient * value` and `value + value`, so numpy arrays, torch
+    tensors and export's symbolic graph values pass through it alike.
+    """
+    steps = [_time(t) for t in times]
+    if len(steps) < 2:
+        raise ConfigError(f"a DDIM grid needs at least two times, got {len(steps)}")
+    for t, s in zip(steps[:-1], steps[1:]):
         a, b = ddim_coefficients(t, s)
-        z = a * z + b * denoise(z, float(t))
+        z = a * z + b * denoise(z, t)
     return z
 
 
@@ -140,3 +159,70 @@ def distill_target(z_t: Any, z_t2: Any, t: Any, t2: Any) -> Any:
     alpha_2, sigma_2 = alpha_sigma(t2)
     ratio = sigma_2 / sigma_t
     return (z_t2 - ratio * z_t) / (alpha_2 - ratio * alpha_t)
+
+
+# -- the schedule as one config object ----------------------------------------------------------------------------------
+
+TEACHER_STEPS = 1024  # the finest grid a teacher is sampled on: distillation starts from it, fidelity is measured against it
+SCHEDULE_KINDS = ("cosine",)
+PARAMETERIZATIONS = ("v",)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig(JsonConfig):
+    """Which schedule a model samples with, as one JSON object (diffusers keeps a scheduler's config beside the model).
+
+    `steps` is N, the grid t = k/N the model runs on; `continuous` says it was trained on continuous t (a teacher), so any
+    step count up to `teacher_steps` is on its grid, while a distilled student only ever saw t = k/N and runs N or a divisor.
+    """
+
+    config_kind: ClassVar[str] = "schedule config"
+
+    kind: str = "cosine"
+    parameterization: str = "v"
+    steps: int = TEACHER_STEPS
+    continuous: bool = True
+    teacher_steps: int = TEACHER_STEPS
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        problems = []
+        if self.kind not in SCHEDULE_KINDS:
+            problems.append(f"kind must be one of {', '.join(SCHEDULE_KINDS)}, got {self.kind!r}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            problems.append(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {self.parameterization!r}")
+        if not _positive_int(self.teacher_steps):
+            problems.append(f"teacher_steps must be a positive integer, got {self.teacher_steps!r}")
+        elif not _positive_int(self.steps) or self.steps > self.teacher_steps:
+            problems.append(f"steps must be an integer from 1 to {self.teacher_steps}, got {self.steps!r}")
+        if not isinstance(self.continuous, bool):
+            problems.append(f"continuous must be true or false, got {self.continuous!r}")
+        if problems:
+            raise ConfigError(f"invalid {self.config_kind}: " + "; ".join(problems))
+
+    @classmethod
+    def teacher(cls) -> "ScheduleConfig":
+        """A teacher: trained on continuous t, sampled on the TEACHER_STEPS grid or any coarser one."""
+        return cls(steps=TEACHER_STEPS, continuous=True)
+
+    @classmethod
+    def student(cls, steps: int) -> "ScheduleConfig":
+        """A distilled N-step student: only the times k/N exist for it."""
+        return cls(steps=steps, continuous=False)
+
+    def times(self) -> np.ndarray:
+        """The sampling grid [1, (N−1)/N, …, 0] this schedule runs."""
+        return grid(self.steps)
+
+    def allows(self, steps: int) -> bool:
+        """Whether `steps` lands only on times the model was trained on: any count for a continuous model (up to the
+        teacher grid), a divisor of N otherwise (its grid k/M is a subset of k/N)."""
+        if not _positive_int(steps):
+            return False
+        return steps <= self.teacher_steps if self.continuous else self.steps % steps == 0
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1

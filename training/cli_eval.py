@@ -10,6 +10,7 @@ import typer
 from pdd.runtime.cli_common import make_app, user_errors
 from pdd.runtime.config import get_preset
 from pdd.runtime.errors import ConfigError
+from pdd.runtime.griffinlim import DEFAULT_ITERS
 from pdd.training.evaluate import STANDARD_STEPS, EvalSettings
 
 HELP = f"""Score generated music against held-out real clips: FD-BP, FD-mel, spectral flux, teacher fidelity, time per clip.
@@ -63,7 +64,7 @@ def run(
     reference_steps: int = typer.Option(1024, "--reference-steps", help="Teacher DDIM steps that fidelity is measured against."),
     reference_clips: int = typer.Option(64, "--reference-clips", help="At most this many held-out reference clips."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise (and of the held-out split)."),
-    gl_iters: int = typer.Option(32, "--gl-iters", help="Griffin-Lim iterations."),
+    gl_iters: int = typer.Option(DEFAULT_ITERS, "--gl-iters", help="Griffin-Lim iterations."),
     batch_size: int = typer.Option(16, "--batch-size", help="Sampling batch size."),
     fd_bp: bool = typer.Option(True, "--fd-bp/--no-fd-bp", help="Compute FD-BP (needs basic-pitch)."),
     wavs: bool = typer.Option(True, "--wavs/--no-wavs", help="Write every row's clips as WAV."),

@@ -21,7 +21,7 @@ from pdd.runtime.errors import ConfigError
 from pdd.runtime.griffinlim import DEFAULT_ITERS, initial_phase, mel_to_audio
 from pdd.runtime.pack import unpack
 from pdd.runtime.plots import save_spectrogram_png
-from pdd.runtime.schedule import alpha_sigma, ddim_sample, diffuse, snr_weight, v_target
+from pdd.runtime.schedule import alpha_sigma, ddim_sample, diffuse, grid, snr_weight, v_target
 
 WEIGHTINGS = ("snr+1", "truncated", "snr")
 TIME_SAMPLINGS = ("continuous", "grid1000")
@@ -74,7 +74,7 @@ def sample_ddim(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z1:
     def denoise(z: torch.Tensor, t: float) -> torch.Tensor:
         return model(z, torch.full((batch,), t, dtype=z.dtype, device=z.device))
 
-    return ddim_sample(denoise, z1, steps)
+    return ddim_sample(denoise, z1, grid(steps))
 
 
 def sample_noise(batch: int, audio: AudioConfig, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:

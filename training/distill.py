@@ -34,7 +34,17 @@ from torch import nn
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.fileio import claim_output_folder
 from pdd.runtime.jsonconfig import JsonConfig
-from pdd.runtime.schedule import alpha_sigma, ddim_step, diffuse, distill_target, grid, snr_weight, x0_from_v
+from pdd.runtime.schedule import (
+    TEACHER_STEPS,
+    ScheduleConfig,
+    alpha_sigma,
+    ddim_sample,
+    ddim_step,
+    diffuse,
+    distill_target,
+    snr_weight,
+    x0_from_v,
+)
 from pdd.training.cache import open_cache
 from pdd.training.checkpoint import (
     CheckpointError,
@@ -66,11 +76,11 @@ WEIGHTINGS = ("truncated", "snr+1")
 
 @dataclass(frozen=True)
 class DistillConfig(JsonConfig):
-    config_kind: ClassVar[str] = "distillation config"
-
     """Hyper-parameters of a distillation run; saved in every student checkpoint."""
 
-    from_steps: int = 1024
+    config_kind: ClassVar[str] = "distillation config"
+
+    from_steps: int = TEACHER_STEPS
     to_steps: int = 8
     steps_per_round: int = 300  # paper (GPU): ~50k per round at batch 128
     batch_size: int = 16
@@ -128,12 +138,10 @@ def _times(index: torch.Tensor, halves: int) -> torch.Tensor:
 
 
 def teacher_two_steps(teacher: nn.Module, z_t: torch.Tensor, index: torch.Tensor, steps: int) -> torch.Tensor:
-    """The teacher's two DDIM steps t → t − 0.5/N → t − 1/N (t = index/N, index in 1..N) from z_t; returns z_t″."""
-    t = _times(2 * index, 2 * steps)
-    t_mid = _times(2 * index - 1, 2 * steps)
-    t_end = _times(2 * index - 2, 2 * steps)
-    z_mid = ddim_step(z_t, teacher(z_t, t.view(-1)), t, t_mid)
-    return ddim_step(z_mid, teacher(z_mid, t_mid.view(-1)), t_mid, t_end)
+    """The teacher's two DDIM steps t → t − 0.5/N → t − 1/N (t = index/N, index in 1..N) from z_t; returns z_t″: one
+    `ddim_sample` over that three-point grid, per example."""
+    times = [_times(2 * index - k, 2 * steps) for k in range(3)]  # t, t − ½/N, t − 1/N on the grid of 2N steps
+    return ddim_sample(lambda z, t: teacher(z, t.view(-1)), z_t, times)
 
 
 @torch.no_grad()
@@ -256,7 +264,7 @@ def one_step_error(student: nn.Module, teacher: nn.Module, x0: torch.Tensor, ste
 # -- a distillation run: rounds, checkpoints, resume ----------------------------------------------------------------------
 #
 # DRUN/distill.json      format, settings, teacher file, data cache, rounds (written when the run starts)
-# DRUN/student-N.pt      the finished student of round N (kind "student", steps N, lineage, grid): the next round's teacher
+# DRUN/student-N.pt      the finished student of round N (kind "student", steps N, lineage, schedule): the next round's teacher
 # DRUN/progress.pt       the round in progress (student, optimiser, scheduler, EMA, step): what --resume continues
 # DRUN/log.jsonl         one line per logged step (round, step, loss, lr, it/s) and per event; loss.png its plot
 
@@ -502,7 +510,7 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
             final.eval()
             error_after = one_step_error(final, teacher, probe, n, intervals=intervals)
             state = make_checkpoint_state(final, info_at(config.steps_per_round),
-                                          extra={"grid": grid(n).tolist(), "settings": config.to_dict(),
+                                          extra={"schedule": ScheduleConfig.student(n).to_dict(), "settings": config.to_dict(),
                                                  "one_step_error": {"before": error_before, "after": error_after}})
             save_checkpoint(student_file(out, n), state)
             (out / PROGRESS_FILE).unlink(missing_ok=True)

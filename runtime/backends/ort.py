@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from pdd.runtime.backends import Backend, physical_cores
+from pdd.runtime.backends.trt_build import WORKSPACE_BYTES as TRT_WORKSPACE_BYTES
 from pdd.runtime.bundle import REEXPORT, Bundle, GraphSpec, check_graph_io
 from pdd.runtime.errors import BackendUnavailable, BundleError, ConfigError
 
@@ -32,7 +33,6 @@ TRT_EP = "TensorrtExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
 GPU_EPS = (TRT_EP, CUDA_EP)
-TRT_WORKSPACE_BYTES = 4 << 30
 
 
 def user_cache_dir() -> Path:

@@ -10,9 +10,9 @@ async copies in → `execute_async_v3` → async copies out on one stream; optio
 captured once as a CUDA graph and replayed. Outputs kept on the device (`keep=`) need no
 synchronisation, so a request (sampler → vocoder) synchronises once, when the waveform comes back.
 
-Precision: plans are strongly typed where TensorRT supports it (the ONNX dtypes decide, so an fp16 bundle runs fp16 with
-the layers export kept fp32 intact); TensorRT's default TF32 for fp32 convolutions stays on (Ampere+), which is why
-`--verify` on TensorRT uses the looser tolerance column (bundle.golden_tolerance).
+Plans are built by `trt_build.build_plan`, the same builder `pdd-export --trt` uses (one set of flags per precision and
+graph); TF32 stays on for the U-Net graphs (Ampere+), which is why `--verify` on TensorRT uses the looser tolerance
+column (bundle.golden_tolerance).
 
 `tensorrt` and `cuda-python` are imported lazily, here only; without them (or without a GPU) creating the backend raises
 BackendUnavailable naming what to install.
@@ -29,12 +29,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from pdd.runtime.backends import Backend
-from pdd.runtime.bundle import REEXPORT, Bundle, GraphSpec, plan_key, sha256_file
+from pdd.runtime.backends.trt_build import TIMING_CACHE, BatchRange, build_plan
+from pdd.runtime.bundle import Bundle, GraphSpec, plan_key, sha256_file
 from pdd.runtime.errors import BackendUnavailable, BundleError, ConfigError
 from pdd.runtime.fileio import atomic_write_bytes
 
 INSTALL_HINT = "pip install 'pdd[trt]' (tensorrt>=10 and cuda-python from NVIDIA) on a machine with an NVIDIA GPU and driver"
-WORKSPACE_BYTES = 4 << 30
 
 
 def _import_libs() -> tuple[Any, Any]:
@@ -165,45 +165,6 @@ def has_prebuilt_plans(bundle: Bundle, batch: int = 1) -> bool:
     key = current_key(bundle)
     graphs = [g for g in ("sampler", "vocoder") if bundle.has_graph(g)] or ["denoiser"]
     return all(find_plan(bundle, key, graph, batch) is not None for graph in graphs)
-
-
-def build_plan(
-    onnx_path: Path, plan_path: Path, spec: GraphSpec, *, precision: str, min_batch: int, opt_batch: int, max_batch: int,
-    timing_cache: Path | None = None,
-) -> None:
-    """Build a TensorRT plan from an ONNX graph (one optimisation profile over the batch range), written atomically.
-
-    Strongly typed when the TensorRT build supports it (the ONNX dtypes decide fp16 vs fp32, so fp32-kept normalisation and
-    Griffin-Lim layers stay fp32); otherwise the FP16 builder flag for fp16 bundles.
-    """
-    trt, _ = _import_libs()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    strongly_typed = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BundleError(f"{onnx_path}: TensorRT cannot parse it ({errors}); {REEXPORT}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if precision == "fp16" and not strongly_typed and spec.name != "vocoder":
-        config.set_flag(trt.BuilderFlag.FP16)  # older TensorRT: best effort; the Griffin-Lim graph stays fp32 regardless
-    profile = builder.create_optimization_profile()
-    for tensor in spec.inputs:
-        profile.set_shape(tensor.name, tensor.concrete(min_batch), tensor.concrete(opt_batch), tensor.concrete(max_batch))
-    config.add_optimization_profile(profile)
-    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise BundleError(f"{onnx_path}: TensorRT failed to build a plan (see the log above); {REEXPORT}")
-    _write_plan_file(plan_path, bytes(serialized))
-    if timing_cache is not None:
-        _write_plan_file(timing_cache, bytes(config.get_timing_cache().serialize()))
-
 
 
 def _write_plan_file(path: Path, data: bytes) -> None:
@@ -358,13 +319,15 @@ class TrtBackend(Backend):
         if not self.build:
             raise BundleError(f"no TensorRT plan for {graph} on {self.key}; run `pdd-export --trt` or allow building")
         print(f"building the TensorRT plan for {graph} ({self.key}, batch ≤ {batch}); this takes a while once", flush=True)
-        build_plan(self.bundle.path / self.bundle.graph(graph).file, plan, self.bundle.graph(graph),
-                   precision=self.bundle.precision, min_batch=1, opt_batch=batch, max_batch=batch,
-                   timing_cache=folder / "timing.cache")
+        spec = self.bundle.graph(graph)
+        span = BatchRange(1, batch, batch)  # exactly the prepared batch: the fastest plan for it
+        data = build_plan(self.trt, self.bundle.path / spec.file, graph, spec.inputs, precision=self.bundle.precision,
+                          batch=span, timing_cache=folder / TIMING_CACHE)
+        _write_plan_file(plan, data)
         local = {"gpu": self.gpu, "trt_version": self.trt.__version__, "precision": self.bundle.precision,
                  "graphs": {**(local.get("graphs") or {}), graph: {
                      "file": os.path.relpath(plan, self.bundle.path) if folder.is_relative_to(self.bundle.path) else str(plan),
-                     "sha256": sha256_file(plan), "source_sha256": source, "batch": {"min": 1, "opt": batch, "max": batch}}}}
+                     "sha256": sha256_file(plan), "source_sha256": source, "batch": span.to_dict()}}}
         _write_plan_file(sidecar, (json.dumps(local, indent=2, sort_keys=True) + "\n").encode())
         return plan
 

@@ -4,7 +4,7 @@ The graphs follow the bundle contract (names, dtypes, dynamic batch, shared exte
 enough to check in numpy:
 
 - denoiser: v = W1·z_t + t·W2 (elementwise; W1, W2 of shape (C·F, L) in a shared external-data file);
-- sampler: the same denoiser unrolled over the N-step DDIM grid with `ddim_coefficients` baked in as constants;
+- sampler: the same denoiser unrolled over the N-step DDIM grid by export's own `unroll_sampler` (torch-free);
 - vocoder: a stand-in (x0 tiled to the clip length, times 0.1, plus 0·mean(phase0)) — export tests the real Griffin-Lim
   graph; the runtime only needs the right I/O.
 
@@ -23,7 +23,7 @@ import pytest
 
 from pdd.runtime.bundle import MANIFEST_FORMAT, schedule_entry, write_manifest
 from pdd.runtime.config import get_preset
-from pdd.runtime.schedule import ddim_coefficients, grid
+from pdd.runtime.schedule import ddim_sample, grid
 
 TINY_STEPS = 4
 WEIGHTS_FILE = "weights.data"
@@ -41,12 +41,7 @@ def reference_denoiser(z: np.ndarray, t: np.ndarray, w1: np.ndarray, w2: np.ndar
 
 
 def reference_sampler(z1: np.ndarray, steps: int, w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
-    times = grid(steps)
-    z = z1.astype(np.float64)
-    for t, s in zip(times[:-1], times[1:]):
-        a, b = ddim_coefficients(t, s)
-        z = a * z + b * (z * w1 + t * w2)
-    return z.astype(np.float32)
+    return ddim_sample(lambda z, t: z * w1 + t * w2, z1.astype(np.float64), grid(steps)).astype(np.float32)
 
 
 def reference_vocoder(x0: np.ndarray, samples: int) -> np.ndarray:
@@ -105,27 +100,11 @@ def _build_graphs(folder: Path, steps: int, fixed_batch: int | None, opset: int)
     )
     save(denoiser, "denoiser.onnx")
 
-    # sampler: N unrolled DDIM steps sharing W1/W2.
-    nodes, consts, z = [], [], "z_1"
-    times = grid(steps)
-    for i, (t, s) in enumerate(zip(times[:-1], times[1:])):
-        a, b = ddim_coefficients(t, s)
-        consts += [const(f"t{i}", t), const(f"a{i}", a), const(f"b{i}", b)]
-        out = "x0" if i == steps - 1 else f"z{i}"
-        nodes += [
-            helper.make_node("Mul", [z, "W1"], [f"zw{i}"]),
-            helper.make_node("Mul", [f"t{i}", "W2"], [f"tw{i}"]),
-            helper.make_node("Add", [f"zw{i}", f"tw{i}"], [f"v{i}"]),
-            helper.make_node("Mul", [f"a{i}", z], [f"az{i}"]),
-            helper.make_node("Mul", [f"b{i}", f"v{i}"], [f"bv{i}"]),
-            helper.make_node("Add", [f"az{i}", f"bv{i}"], [out]),
-        ]
-        z = out
-    sampler = helper.make_graph(
-        nodes, "sampler", [info("z_1", [batch, cf, length])], [info("x0", [batch, cf, length])],
-        initializer=weights() + consts,
-    )
-    save(sampler, "sampler.onnx")
+    # sampler: the denoiser unrolled N times by export's own builder, every step reading the same W1/W2.
+    from pdd.export.unroll import unroll_sampler
+
+    onnx.save(unroll_sampler(onnx.load(str(folder / "denoiser.onnx"), load_external_data=False), steps),
+              str(folder / "sampler.onnx"))
 
     # vocoder stand-in: tile x0 to the clip length; phase0 enters as 0·mean so it stays a real input.
     samples = audio.clip_samples

@@ -18,7 +18,7 @@ from pdd.runtime.griffinlim import griffin_lim
 from pdd.runtime.mel import denormalize, mel_to_magnitude
 from pdd.runtime.pack import unpack
 from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings, initial_noise, loop_steps_error
-from pdd.runtime.schedule import ddim_sample
+from pdd.runtime.schedule import ddim_sample, grid
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_loop_and_sampler_modes_agree(bundle, cpu) -> None:
 def test_loop_mode_with_a_divisor_of_the_grid_is_ddim(bundle, cpu, tiny_reference) -> None:
     z1 = initial_noise(1, 2, bundle.packed_shape)
     loop = Sampler(bundle, cpu, SamplerSettings(mode="loop", steps=2), batch=2)
-    expected = ddim_sample(lambda z, t: tiny_reference.denoiser(z, np.full(z.shape[0], t)), z1.astype(np.float64), 2)
+    expected = ddim_sample(lambda z, t: tiny_reference.denoiser(z, np.full(z.shape[0], t)), z1.astype(np.float64), grid(2))
     np.testing.assert_allclose(loop.sample_x0(z1), expected, atol=1e-5)
     assert loop.steps == 2
 

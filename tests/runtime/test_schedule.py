@@ -67,7 +67,7 @@ def test_ddim_with_perfect_denoiser_is_exact(steps):
     rng = np.random.default_rng(steps)
     x0 = rng.normal(size=(4, 6))
     z1 = rng.normal(size=(4, 6))
-    assert np.allclose(S.ddim_sample(_perfect_denoiser(x0), z1, steps), x0, atol=1e-9)
+    assert np.allclose(S.ddim_sample(_perfect_denoiser(x0), z1, S.grid(steps)), x0, atol=1e-9)
 
 
 @pytest.mark.parametrize("t,s", [(0.9, 0.4), (0.5, 0.0), (0.3, 0.1)])

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from pdd.runtime.config import get_preset
-from pdd.runtime.schedule import grid
+from pdd.runtime.schedule import ScheduleConfig, grid
 from pdd.training.cache import write_synthetic_cache
 from pdd.training.checkpoint import CheckpointInfo, load_checkpoint, make_checkpoint_state, read_info, save_checkpoint
 from pdd.training.cli_distill import app
@@ -52,7 +52,8 @@ def test_rounds_write_one_student_checkpoint_each(teacher: Path, tmp_path: Path)
         assert info.kind == "student" and info.steps == steps and info.audio == TINY
         assert info.lineage[0]["kind"] == "teacher" and info.lineage[-1]["steps"] == steps
         assert info.lineage[-1]["teacher_steps"] == 2 * steps
-        assert state["extra"]["grid"] == grid(steps).tolist()
+        schedule = ScheduleConfig.from_dict(state["extra"]["schedule"])
+        assert schedule == ScheduleConfig.student(steps) and schedule.times().tolist() == grid(steps).tolist()
         assert state["optimizer"] is None  # finished students carry weights only
     second = read_info(result.students[1])
     assert second.lineage[-1]["teacher"].endswith("student-2.pt")  # round 2's teacher is round 1's student

@@ -88,7 +88,7 @@ def test_torch_ddim_matches_the_numpy_sampler_with_the_unet() -> None:
         with torch.no_grad():
             return model(torch.from_numpy(z).float(), torch.full((2,), t)).numpy()
 
-    want = ddim_sample(numpy_denoise, z1.numpy(), 4)
+    want = ddim_sample(numpy_denoise, z1.numpy(), grid(4))
     got = sample_ddim(model, z1, 4)
     assert got.shape == z1.shape
     np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=1e-5)
