@@ -1,22 +1,20 @@
 """The engine behind `pdd-serve`: admission, batching, a sampler thread and a vocoder thread, audio bytes out.
 
-Flow: `submit(request)` admits a job (at most `max_queue` unfinished, else `QueueFull` → 503) → the `Batcher` groups
+Flow: `submit(request)` admits a job (at most `max_queue` unfinished, else `Unavailable` → 503) → the `Batcher` groups
 jobs with the same steps/vocoder → the sampler thread draws each clip's noise and start phase from its own seed
 (`NoiseStream(seed)`, clip 0, exactly what `pdd-run --seed S -n 1` draws) and runs the denoiser → the vocoder thread
 decodes, applies the peak guard and encodes with the runtime's writer → the job's future gets a `Clip`. With
 `pipeline` the two stages run on separate threads, so group k+1 samples while group k decodes.
 
-Batching never changes a clip's bytes. A batched model call is not bit-identical to batch-1 calls on every backend
-(measured: onnxruntime on 2 CPU threads splits one clip's convolutions across threads at batch 1 but not at batch 2+,
-and x̂0 differs in the last bit, which Griffin-Lim turns into audible-in-a-diff PCM changes). So in `exact` mode (the
-default) the first group of each size and settings runs both ways and compares bits; batched calls are used from then on
-only where they matched, and the clips returned are always the batch-1 ones. `exact=False` always batches (faster on
-such backends, same music to the ear, not the same bytes as `pdd-run`).
+Batching never changes a clip's bytes: in `exact` mode (the default) a batched model call is used only where it was
+checked to give every clip the bits of its batch-1 call (see `stages`); `exact=False` always batches (faster where
+batching changes the last bits, the same music to the ear, not the same bytes as `pdd-run`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import queue
 import shutil
 import tempfile
@@ -26,19 +24,21 @@ import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator
+from typing import Any, Hashable, Iterator
 
 import numpy as np
 
 from pdd.runtime import __version__
 from pdd.runtime.audio import WRITE_FORMATS, write_audio
-from pdd.runtime.backends import Backend, create_backend
-from pdd.runtime.bundle import Bundle, finite_or_error, load_bundle
+from pdd.runtime.backends import create_backend
+from pdd.runtime.bundle import Bundle, load_bundle
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.generate import peak_guard, resolve_engine
-from pdd.runtime.sampler import VOCODERS, NoiseStream, Sampler, SamplerSettings
+from pdd.runtime.sampler import VOCODERS, NoiseStream, Sampler
 from pdd.runtime.serve.batcher import Batcher
 from pdd.runtime.serve.schema import EngineChoices, GenerateRequest
+from pdd.runtime.serve.stages import (BatchPolicy, SamplerPool, decode_each, decoder, host_copy, offered_steps,
+                                      run_rows)
 from pdd.runtime.untrusted import printable
 
 MAX_BATCH_LIMIT = 64
@@ -108,93 +108,6 @@ class SampledGroup:
     model_batch: int  # clips per sampler call: len(jobs) when one batched call was used, else 1
 
 
-def sampler_settings(bundle: Bundle, steps: int, vocoder: str) -> SamplerSettings:
-    """The settings `pdd-run` needs for these steps: the fused graph at the bundle's N, the denoiser loop otherwise."""
-    fused = steps == bundle.steps and bundle.has_graph("sampler")
-    return SamplerSettings(mode="sampler" if fused else "loop", steps=steps, vocoder=vocoder)
-
-
-def offered_steps(bundle: Bundle) -> tuple[int, ...]:
-    steps = {bundle.steps} if bundle.has_graph("sampler") else set()
-    if bundle.has_graph("denoiser"):
-        steps.update(bundle.valid_loop_steps(limit=max(bundle.steps, 64)))
-    return tuple(sorted(steps))
-
-
-def host_copy(backend: Backend, value: Any) -> np.ndarray:
-    """A private host array: device values and bound output buffers are reused by the next run of their graph."""
-    return np.array(backend.to_host(value), dtype=np.float32, copy=True)
-
-
-class SamplerPool:
-    """One `Sampler` per (steps, vocoder, batch size). On the CPU all share one backend (its sessions take any batch);
-    on a GPU each batch size gets its own backend, because bound buffers and CUDA graphs are sized per batch."""
-
-    def __init__(self, bundle: Bundle, open_backend: Callable[[], Backend]) -> None:
-        self.bundle, self._open = bundle, open_backend
-        self.primary = open_backend()
-        self._backends: dict[int, Backend] = {1: self.primary}
-        self._samplers: dict[tuple[Hashable, int], Sampler] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[int, str], batch: int) -> Sampler:
-        with self._lock:
-            sampler = self._samplers.get((key, batch))
-            if sampler is None:
-                steps, vocoder = key
-                backend = self._backend_for(batch)
-                sampler = Sampler(self.bundle, backend, sampler_settings(self.bundle, steps, vocoder), batch)
-                self._samplers[(key, batch)] = sampler
-            return sampler
-
-    def _backend_for(self, batch: int) -> Backend:
-        if self.primary.device == "cpu" and not getattr(self.primary, "iobinding", None):
-            return self.primary
-        if batch not in self._backends:
-            self._backends[batch] = self._open()
-        return self._backends[batch]
-
-    def close(self) -> None:
-        for backend in self._backends.values():
-            backend.close()
-
-
-class BatchPolicy:
-    """Whether a batched call of a stage gives every clip the bits of its batch-1 call, per (stage, settings, size):
-    True/False once measured, None before. With `exact` off, batching is always allowed."""
-
-    def __init__(self, exact: bool) -> None:
-        self.exact = exact
-        self._verdicts: dict[tuple[str, Hashable, int], bool] = {}
-
-    def verdict(self, stage: str, key: Hashable, size: int) -> bool | None:
-        return True if not self.exact else self._verdicts.get((stage, key, size))
-
-    def record(self, stage: str, key: Hashable, size: int, identical: bool) -> None:
-        self._verdicts[(stage, key, size)] = identical
-
-    def summary(self) -> dict[str, bool]:
-        return {f"{stage} {key} x{size}": ok for (stage, key, size), ok in sorted(self._verdicts.items(), key=str)}
-
-
-def run_rows(
-    stage: str, key: Hashable, rows: list[tuple[np.ndarray, ...]], policy: BatchPolicy,
-    single: Callable[..., np.ndarray], batched: Callable[..., np.ndarray] | None,
-) -> tuple[list[np.ndarray], bool]:
-    """Run `single` per row (each row: batch-1 arrays) or `batched` once on the rows stacked, as `policy` allows;
-    returns one batch-1 result per row and whether the batched call's results were used."""
-    verdict = policy.verdict(stage, key, len(rows)) if batched is not None and len(rows) > 1 else False
-    if verdict is False:
-        return [single(*row) for row in rows], False
-    stacked = batched(*(np.concatenate(parts) for parts in zip(*rows)))  # type: ignore[misc]
-    split = [stacked[i : i + 1] for i in range(len(rows))]
-    if verdict is None:
-        reference = [single(*row) for row in rows]
-        policy.record(stage, key, len(rows), all(np.array_equal(a, b) for a, b in zip(split, reference)))
-        return reference, False
-    return split, True
-
-
 class Service:
     """Load an engine, run the worker threads, answer `submit` with futures of `Clip`s."""
 
@@ -208,7 +121,7 @@ class Service:
         self.policy = BatchPolicy(options.exact)
         self.batcher: Batcher[Job] = Batcher(options.max_batch, options.max_wait_ms / 1e3)
         self._decode_queue: "queue.Queue[SampledGroup | None]" = queue.Queue(maxsize=2)
-        self._scratch = Path(tempfile.mkdtemp(prefix="pdd-serve-"))
+        self._scratch = scratch_dir()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._closing = False
@@ -358,11 +271,11 @@ class Service:
         try:
             if self._decode_batchable(sampler, size):
                 start = time.perf_counter()
-                waves, _ = run_rows("decode", key, rows, self.policy, _decoder(sampler), _decoder(self.pool.get(key, size)))
+                waves, _ = run_rows("decode", key, rows, self.policy, decoder(sampler), decoder(self.pool.get(key, size)))
                 share = (time.perf_counter() - start) * 1e3 / size
                 decoded: Iterator[tuple[np.ndarray, float]] = ((wave, share) for wave in waves)
             else:
-                decoded = _decode_each(sampler, rows)
+                decoded = decode_each(sampler, rows)
             for job, (wave, decode_ms) in zip(sampled.jobs, decoded):
                 self._answer(job, wave[0], sampled, decode_ms)
         except Exception as exc:  # noqa: BLE001 - the unanswered jobs get the error; the thread keeps serving
@@ -420,24 +333,19 @@ class Service:
             path.unlink(missing_ok=True)
 
 
+def scratch_dir() -> Path:
+    """A private folder for encoding answers through the runtime's one audio writer: in memory (/dev/shm) where there
+    is one, since that writer fsyncs, which on a disk costs more than the encoding itself."""
+    shm = Path("/dev/shm")
+    where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="pdd-serve-", dir=where))
+
+
 def header_text(text: str, limit: int = 120) -> str:
     """Untrusted text (a bundle name) as a header value: printable ASCII only, so it can neither break the header
     framing nor fail latin-1 encoding."""
     cleaned = "".join(ch if " " <= ch <= "~" else "?" for ch in printable(text, limit))
     return cleaned.strip() or "?"
-
-
-def _decoder(sampler: Sampler) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """`sampler`'s decode with the finiteness check `Sampler.__call__` applies."""
-    return lambda x0, phase: finite_or_error(np.asarray(sampler.decode(x0, phase), dtype=np.float32), "the vocoder")
-
-
-def _decode_each(sampler: Sampler, rows: list[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, float]]:
-    decode = _decoder(sampler)
-    for x0, phase in rows:
-        start = time.perf_counter()
-        wave = decode(x0, phase)
-        yield wave, (time.perf_counter() - start) * 1e3
 
 
 def _fail(jobs: list[Job], exc: BaseException) -> None:

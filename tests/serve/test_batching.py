@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pdd.runtime.serve.batcher import Batcher
-from pdd.runtime.serve.service import BatchPolicy, run_rows
+from pdd.runtime.serve.stages import BatchPolicy, run_rows
 
 
 @dataclass

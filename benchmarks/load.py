@@ -1,0 +1,313 @@
+"""Load test for `pdd-serve`, loopback only, bounded in requests and time, side by side in one run:
+
+1. the sequential `pdd-run` rate: warm (the library call `pdd-run` makes, in one process, one clip per call) and cold
+   (one `pdd-run -n 1` process per clip, what a script calling the CLI per request gets);
+2. `pdd-serve` in several configurations (plain: --max-batch 1 --no-pipeline; pipelined; batched + pipelined; batched with
+   --no-exact), each a fresh server process on a free 127.0.0.1 port: cold start to the first answer, then closed-loop
+   clients at each concurrency (p50/p90/p99 latency, clips/s);
+3. a soak: `--soak` requests from 8 clients, a mix of valid and invalid bodies, counting answers by status and sampling the
+   server's RSS (/proc) through the run.
+
+    python benchmarks/load.py                                  # the shipped engine, 16 requests per level, 1000-request soak
+    python benchmarks/load.py --engine DIR --requests 8 --soak 200 --json load.json --markdown load.md
+
+Performance numbers live in reports like this one's output, never in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIGS = {
+    "plain": ["--max-batch", "1", "--no-pipeline"],
+    "pipeline": ["--max-batch", "1", "--pipeline"],
+    "batch4+pipeline": ["--max-batch", "4", "--pipeline"],
+    "batch4+pipeline+no-exact": ["--max-batch", "4", "--pipeline", "--no-exact"],
+}
+INVALID_BODIES = [b'{"seed": 7', b"[1, 2]", b'{"seed": "x"}', b'{"seed": -5}', b'{"steps": 3}', b'{"vocoder": "nope"}',
+                  b'{"format": "mp3"}', b'{"seed": true}', b'{"colour": 1}', b'{"seed": ' + b"9" * 5000 + b"}"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- baselines ---------------------------------------------------------------------------------------------------------
+def pdd_run_warm(engine: str | None, clips: int, batch: int) -> dict[str, Any]:
+    """Clips/s of `pdd-run -n CLIPS --batch-size BATCH` in one process (the library call it makes; the bundle is loaded
+    before the clock starts): batch 1 is the sequential rate with sessions kept, clip after clip."""
+    from pdd.runtime.bundle import load_bundle
+    from pdd.runtime.generate import RunOptions, generate, resolve_engine
+
+    bundle = load_bundle(resolve_engine(engine), check_graphs=False)
+    with tempfile.TemporaryDirectory() as out:
+        generate(RunOptions(engine=engine, n=batch, batch_size=batch, seed=10**6, out=Path(out) / "warm"), bundle=bundle)
+        start = time.perf_counter()
+        generate(RunOptions(engine=engine, n=clips, batch_size=batch, seed=0, out=Path(out) / "timed"), bundle=bundle)
+        seconds = time.perf_counter() - start
+    return {"clips": clips, "batch": batch, "clips_per_s": clips / seconds, "p50_ms": 1e3 * seconds / clips}
+
+
+def pdd_run_cold(engine: str | None, clips: int) -> dict[str, Any]:
+    """Clips/s of one `pdd-run -n 1` process per clip."""
+    times = []
+    with tempfile.TemporaryDirectory() as out:
+        for i in range(clips):
+            command = [sys.executable, "-m", "pdd.runtime.cli_run", "-n", "1", "--seed", str(i), "--out", f"{out}/{i}", "-q"]
+            command += ["--engine", engine] if engine else []
+            start = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            times.append(time.perf_counter() - start)
+    return {"clips": clips, "clips_per_s": clips / sum(times), "p50_ms": 1e3 * statistics.median(times)}
+
+
+# -- the server --------------------------------------------------------------------------------------------------------
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    cold_start_s: float = 0.0  # process start → first generated clip answered
+
+    @classmethod
+    def start(cls, engine: str | None, extra: list[str]) -> "Server":
+        port = free_port()
+        command = [sys.executable, "-m", "pdd.runtime.cli_serve", "--port", str(port), *extra]
+        command += ["--engine", engine] if engine else []
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        if "listening on" not in line:
+            process.kill()
+            raise SystemExit(f"pdd-serve did not start: {line.strip()}")
+        server = cls(process, port)
+        status, _ = server.post(json.dumps({"seed": 0}).encode())
+        if status != 200:
+            raise SystemExit(f"pdd-serve's first answer was HTTP {status}")
+        server.cold_start_s = time.perf_counter() - started
+        return server
+
+    def post(self, body: bytes, connection: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+        own = connection is None
+        connection = connection or http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            connection.request("POST", "/api/generate", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            if own:
+                connection.close()
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(60)
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    valid_not_ok: int = 0
+    transport_errors: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, status: int, seconds: float, valid: bool) -> None:
+        with self.lock:
+            self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
+            if valid:
+                self.latencies.append(seconds)
+                self.valid_not_ok += int(status != 200)
+
+
+def closed_loop(server: Server, clients: int, requests: int, time_limit: float, bodies: Any) -> tuple[Tally, float]:
+    """`clients` threads, each with one keep-alive connection, send the next of `requests` bodies as soon as their last
+    answer arrives; stops at `requests` or `time_limit` seconds. `bodies(i)` → (body, valid)."""
+    tally, counter, lock = Tally(), iter(range(requests)), threading.Lock()
+    deadline = time.perf_counter() + time_limit
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+        while time.perf_counter() < deadline:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                break
+            body, valid = bodies(index)
+            start = time.perf_counter()
+            try:
+                status, _ = server.post(body, connection)
+            except (OSError, http.client.HTTPException):
+                with tally.lock:
+                    tally.transport_errors += 1
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+                continue
+            tally.add(status, time.perf_counter() - start, valid)
+        connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return tally, time.perf_counter() - start
+
+
+def valid_body(index: int) -> tuple[bytes, bool]:
+    return json.dumps({"seed": 1000 + index}).encode(), True
+
+
+def measure_config(engine: str | None, name: str, levels: list[int], requests: int, time_limit: float) -> dict[str, Any]:
+    server = Server.start(engine, CONFIGS[name])
+    try:
+        closed_loop(server, 2, 4, time_limit, valid_body)  # warm-up: sessions, first batches, the exactness checks
+        rows = []
+        for clients in levels:
+            tally, wall = closed_loop(server, clients, max(requests, 2 * clients), time_limit, valid_body)
+            ok = tally.statuses.get("200", 0)
+            rows.append({"concurrency": clients, "requests": len(tally.latencies), "ok": ok, "clips_per_s": ok / wall,
+                         **{f"p{q}_ms": 1e3 * percentile(tally.latencies, q) for q in (50, 90, 99)}})
+            print(f"  {name:<26} c={clients}: {ok / wall:5.2f} clips/s, p50 {rows[-1]['p50_ms']:.0f} ms", file=sys.stderr)
+        return {"config": name, "flags": " ".join(CONFIGS[name]), "cold_start_s": server.cold_start_s, "levels": rows}
+    finally:
+        server.stop()
+
+
+def soak(engine: str | None, requests: int, clients: int, time_limit: float) -> dict[str, Any]:
+    """Mixed valid/invalid requests; RSS sampled every 0.5 s. Growth is judged from the RSS after the first 10 % of the
+    requests (allocator pools and sessions warmed) to the end."""
+    server = Server.start(engine, CONFIGS["batch4+pipeline"])
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample_rss() -> None:
+        while not done.wait(0.5):
+            samples.append((time.perf_counter(), rss_mb(server.process.pid)))
+
+    chooser = random.Random(7)
+    plan = [chooser.random() < 0.6 for _ in range(requests)]  # 60 % valid
+
+    def body(index: int) -> tuple[bytes, bool]:
+        return valid_body(index) if plan[index] else (INVALID_BODIES[index % len(INVALID_BODIES)], False)
+
+    watcher = threading.Thread(target=sample_rss)
+    rss_start = rss_mb(server.process.pid)
+    watcher.start()
+    try:
+        warm, _ = closed_loop(server, clients, requests // 10, time_limit, body)
+        rss_warm = rss_mb(server.process.pid)
+        tally, wall = closed_loop(server, clients, requests - requests // 10, time_limit,
+                                  lambda i: body(i + requests // 10))
+        rss_end = rss_mb(server.process.pid)
+    finally:
+        done.set()
+        watcher.join()
+        alive = server.process.poll() is None
+        exit_code = server.stop()
+    statuses = dict(warm.statuses)
+    for key, count in tally.statuses.items():
+        statuses[key] = statuses.get(key, 0) + count
+    server_errors = sum(count for key, count in statuses.items() if key.startswith("5"))
+    return {"requests": sum(statuses.values()), "valid": sum(plan), "statuses": statuses, "server_errors": server_errors,
+            "valid_not_ok": warm.valid_not_ok + tally.valid_not_ok, "transport_errors": warm.transport_errors +
+            tally.transport_errors, "alive_at_end": alive, "exit_code_on_sigterm": exit_code, "wall_s": wall,
+            "rss_mb": {"start": rss_start, "after_warmup": rss_warm, "end": rss_end,
+                       "max": max((m for _, m in samples), default=rss_end)},
+            "rss_growth_pct": 100 * (rss_end - rss_warm) / rss_warm}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# pdd-serve load test ({report['engine']}, {report['machine']})", "",
+             f"Load average at start/end: {report['load_start']} / {report['load_end']}.", "",
+             "| what | concurrency | clips/s | × pdd-run warm | × pdd-run cold | p50 ms | p90 ms | p99 ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    warm, cold = report["pdd_run_warm"]["clips_per_s"], report["pdd_run_cold"]["clips_per_s"]
+    batched = report["pdd_run_batched"]["clips_per_s"]
+    lines.append(f"| pdd-run -n {report['pdd_run_warm']['clips']} --batch-size 1 (sequential, warm) | 1 | {warm:.2f} | "
+                 f"1.00 | {warm / cold:.2f} | {report['pdd_run_warm']['p50_ms']:.0f} (mean) | | |")
+    lines.append(f"| pdd-run -n {report['pdd_run_batched']['clips']} --batch-size 4 (offline batch) | 1 | {batched:.2f} | "
+                 f"{batched / warm:.2f} | {batched / cold:.2f} | | | |")
+    lines.append(f"| pdd-run -n 1, a process per clip | 1 | {cold:.2f} | {cold / warm:.2f} | 1.00 | "
+                 f"{report['pdd_run_cold']['p50_ms']:.0f} | | |")
+    for config in report["servers"]:
+        for row in config["levels"]:
+            lines.append(f"| pdd-serve {config['config']} | {row['concurrency']} | {row['clips_per_s']:.2f} | "
+                         f"{row['clips_per_s'] / warm:.2f} | {row['clips_per_s'] / cold:.2f} | {row['p50_ms']:.0f} | "
+                         f"{row['p90_ms']:.0f} | {row['p99_ms']:.0f} |")
+    lines += ["", "Cold start, process start → first clip answered: " +
+              ", ".join(f"{c['config']} {c['cold_start_s']:.2f} s" for c in report["servers"])]
+    if report.get("soak"):
+        s = report["soak"]
+        lines += ["", f"Soak: {s['requests']} requests ({s['valid']} valid) from 8 clients in {s['wall_s']:.0f} s: "
+                  f"statuses {s['statuses']}, server errors {s['server_errors']}, valid not answered 200 "
+                  f"{s['valid_not_ok']}, transport errors {s['transport_errors']}, alive at end {s['alive_at_end']}; "
+                  f"RSS MB start {s['rss_mb']['start']:.0f}, after 10 % {s['rss_mb']['after_warmup']:.0f}, "
+                  f"end {s['rss_mb']['end']:.0f}, max {s['rss_mb']['max']:.0f} → growth {s['rss_growth_pct']:+.1f} %"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engine", default=None, help="bundle folder (default: the shipped engine)")
+    parser.add_argument("--concurrency", default="1,2,4,8")
+    parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level (at least 2 per client)")
+    parser.add_argument("--baseline-clips", type=int, default=8)
+    parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per level (and per soak half)")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"any of: {', '.join(CONFIGS)}")
+    parser.add_argument("--soak", type=int, default=1000, help="soak requests (0: skip)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown or not 1 <= args.requests <= 10_000 or not 0 <= args.soak <= 100_000:
+        raise SystemExit(f"error: bad --configs {unknown} / --requests / --soak")
+    report: dict[str, Any] = {"engine": args.engine or "shipped default", "machine": f"{os.cpu_count()} CPUs",
+                              "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    print("sequential pdd-run baselines…", file=sys.stderr)
+    report["pdd_run_warm"] = pdd_run_warm(args.engine, args.baseline_clips, 1)
+    report["pdd_run_batched"] = pdd_run_warm(args.engine, args.baseline_clips, 4)
+    report["pdd_run_cold"] = pdd_run_cold(args.engine, max(2, args.baseline_clips // 2))
+    report["servers"] = [measure_config(args.engine, name, levels, args.requests, args.time_limit) for name in configs]
+    report["soak"] = soak(args.engine, args.soak, 8, args.time_limit * 5) if args.soak else None
+    report["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    text = markdown(report)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    if args.markdown:
+        args.markdown.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
