@@ -28,6 +28,7 @@ from pdd.runtime.errors import PddError
 from pdd.runtime.fileio import files_below, remove_stale_temps, temp_prefix
 from pdd.runtime.untrusted import is_inside, load_json, printable
 from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, initial_phase
+from pdd.runtime.schedule import TEACHER_STEPS
 from pdd.runtime.silence import DEFAULT_GATE
 from pdd.export.graphs import (
     EXAMPLE_BATCH,
@@ -47,7 +48,7 @@ from pdd.export.parity import Parity, compare, numpy_vocoder, run_graph
 from pdd.export.vocoder import GriffinLimVocoder
 
 PRECISIONS = ("fp32", "fp16")
-MAX_TEACHER_STEPS = 1024  # the finest DDIM grid we sample a teacher on (DESIGN §9: N ∈ {1024 … 1})
+MAX_TEACHER_STEPS = TEACHER_STEPS  # the finest DDIM grid we sample a teacher on
 MAX_UNROLLED_STEPS = 64  # beyond this the fused sampler graph gets huge; the bundle then has the denoiser (loop mode) only
 VOCODER_FOLD_LIMIT = 16384  # elements: keeps the DFT bases as ops in the vocoder graph
 WEIGHTS_FILE = "weights.onnx.data"

@@ -15,6 +15,9 @@ from pdd.runtime.jsonconfig import JsonConfig
 
 @dataclass(frozen=True)
 class AudioConfig(JsonConfig):
+    """An audio preset: sample rate, STFT, mel bands, clip length, dB range and snake packing — the one front end that
+    training, export and the runtime share, saved in every checkpoint and bundle."""
+
     config_kind: ClassVar[str] = "audio config"
 
     name: str = "paper"

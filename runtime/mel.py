@@ -7,6 +7,7 @@ through the most sensitive mel band at 0 dB. The reference is fixed (never the c
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -93,9 +94,14 @@ def normalize(mel_power: np.ndarray, config: AudioConfig) -> np.ndarray:
 
 def denormalize(x: np.ndarray, config: AudioConfig) -> np.ndarray:
     """Exact inverse of `normalize` on [-1, 1] (values outside are clipped first): [-1, 1] → mel power."""
-    x = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
-    db = (x - 1.0) * (config.top_db / 2.0)
+    db = normalized_to_db(np.asarray(x, dtype=np.float32), config.top_db)
     return (reference_power(config) * np.power(10.0, db / 10.0)).astype(np.float32)
+
+
+def normalized_to_db(x: Any, top_db: float) -> Any:
+    """Normalised log-mel in [-1, 1] (values outside are clipped first) → dB in [-top_db, 0]: the inverse of `normalize`'s
+    linear map. Only `.clip` and arithmetic, so numpy arrays (runtime, metrics) and torch tensors (export) share it."""
+    return (x.clip(-1.0, 1.0) - 1.0) * (top_db / 2.0)
 
 
 def mel_to_magnitude(mel_power: np.ndarray, config: AudioConfig) -> np.ndarray:

@@ -32,8 +32,10 @@ import torch
 from torch import nn
 
 from pdd.runtime.errors import ConfigError
+from pdd.runtime import fileio
 from pdd.runtime.fileio import claim_output_folder
 from pdd.runtime.jsonconfig import JsonConfig
+from pdd.runtime.untrusted import load_json
 from pdd.runtime.schedule import (
     TEACHER_STEPS,
     ScheduleConfig,
@@ -324,10 +326,11 @@ def prepare_distill_run(out: str | os.PathLike[str], teacher: str | os.PathLike[
         run_file = out / RUN_FILE
         if not run_file.is_file():
             raise CheckpointError(f"nothing to resume in {out}: it has no {RUN_FILE}")
+        fileio.remove_stale_temps(out)  # temps of the killed run
         try:
-            record = json.loads(run_file.read_text())
+            record = load_json(run_file, "distillation record", CheckpointError)
             config = DistillConfig.from_dict(record["settings"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{run_file} is not a pdd distillation record ({exc})") from None
         recorded = {"teacher": (teacher, record["teacher"]), "data": (data, record["data"])}
         changed = resume_changes(out, config, given, RESUME_MAY_CHANGE, recorded)
@@ -411,8 +414,7 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
     total_steps = len(rounds) * config.steps_per_round
 
     def log_line(entry: dict[str, Any]) -> None:
-        with log_path.open("a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        fileio.append_line(log_path, json.dumps(entry))  # recorded in the run's ledger: --force may remove it
 
     # Where to start: finished rounds are skipped (their student becomes the teacher); a round in progress continues.
     start_round, start_step, resume_state = 0, 0, None
@@ -501,6 +503,9 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
                                      seed_for_step=lambda step: step_seed(config.seed, round_index * config.steps_per_round
                                                                           + step, 0), on_step=on_step)
             except NonFiniteLoss as exc:
+                if not cache.all_finite("train"):  # the data, not the learning rate
+                    raise NonFiniteLoss(f"{exc}: the training data holds NaN/inf values (cache {record['data']}); "
+                                        "rebuild it with `pdd-data prepare --force`") from None
                 kept = (f"the round's last checkpoint {out / PROGRESS_FILE} is kept" if (out / PROGRESS_FILE).is_file()
                         else "finished students are kept")
                 log_line({"event": "stopped", "round": n, "reason": str(exc)})

@@ -43,15 +43,16 @@ from pdd.runtime.fileio import claim_output_folder
 from pdd.runtime.griffinlim import DEFAULT_ITERS
 from pdd.runtime.mel import log_mel
 from pdd.runtime.plots import pyplot, save_figure
+from pdd.runtime.schedule import TEACHER_STEPS
 from pdd.training.metrics import (
     GaussianStats,
     frechet_distance,
     mel_frame_features,
-    mel_to_db,
+    spectral_flux,
     teacher_fidelity,
 )
 
-STANDARD_STEPS = (1024, 256, 64, 32, 16, 8, 4, 2, 1)
+STANDARD_STEPS = (TEACHER_STEPS, 256, 64, 32, 16, 8, 4, 2, 1)
 OUTPUT_FILES = ("table.md", "table.json", "metrics_vs_steps.png", "spectrograms.png")
 WAV_DIR = "wavs"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -66,7 +67,7 @@ class EvalSettings:
     clips: int = 16  # K generated clips per row
     seed: int = 0  # one generator seeded with this draws the K noises, shared by every row
     steps: tuple[int, ...] = STANDARD_STEPS
-    reference_steps: int = 1024  # teacher fidelity is measured against the teacher at this many DDIM steps
+    reference_steps: int = TEACHER_STEPS  # teacher fidelity is measured against the teacher at this many DDIM steps
     gl_iters: int = DEFAULT_ITERS
     batch_size: int = 16
     reference_clips: int = 64  # cap on the held-out reference half
@@ -126,10 +127,10 @@ class Scorer:
             self.bp_stats = GaussianStats.from_features(embedder.embed_many(reference_waves, config.sample_rate))
 
     def score_mels(self, mels: list[np.ndarray], waves: list[np.ndarray] | None) -> dict[str, float | None]:
-        flux = _flux(mels, self.config)
+        flux = spectral_flux(mels, self.config)
         result: dict[str, float | None] = {
             "fd_mel": frechet_distance(GaussianStats.from_features(_frame_features(mels, self.config)), self.mel_stats),
-            "flux_mean": flux[0], "flux_std": flux[1], "fd_bp": None,
+            "flux_mean": flux.mean, "flux_std": flux.std, "fd_bp": None,
         }
         if self.embedder is not None and waves is not None:
             feats = self.embedder.embed_many(waves, self.config.sample_rate)
@@ -143,18 +144,6 @@ class Scorer:
 
 def _frame_features(mels: list[np.ndarray], config: AudioConfig) -> np.ndarray:
     return np.concatenate([mel_frame_features(m[None] if m.ndim == 2 else m, config) for m in mels], axis=0)
-
-
-def _flux(mels: list[np.ndarray], config: AudioConfig) -> tuple[float, float]:
-    """Flux mean/std over the frames of clips of any lengths (pooled over all frame pairs)."""
-    values = []
-    for m in mels:
-        db = mel_to_db(m if m.ndim == 3 else m[None], config)
-        values.append(np.maximum(np.diff(db, axis=-1), 0.0).mean(axis=1).ravel())
-    pooled = np.concatenate(values)
-    if pooled.size == 0:
-        raise ConfigError("spectral flux needs clips of at least 2 frames")
-    return float(pooled.mean()), float(pooled.std())
 
 
 def load_embedder(enabled: bool) -> tuple[Any | None, str | None]:

@@ -16,12 +16,14 @@ from the two are not comparable to each other or to published FAD values — com
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import scipy.linalg
 
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError
+from pdd.runtime.mel import normalized_to_db
 
 # Relative size of the ridge added to singular covariances (fewer samples than dimensions): small enough not to move a
 # well-conditioned distance, large enough that the eigen-decompositions stay finite.
@@ -97,9 +99,8 @@ def frechet_distance_features(features_a: np.ndarray, features_b: np.ndarray) ->
 # -- mel-based metrics -------------------------------------------------------------------------------------------------
 
 def mel_to_db(mels: np.ndarray, config: AudioConfig) -> np.ndarray:
-    """Normalised log-mels in [-1, 1] (values outside are clipped, as the vocoder does) → dB in [-top_db, 0]."""
-    clipped = np.clip(np.asarray(mels, dtype=np.float64), -1.0, 1.0)
-    return (clipped - 1.0) * (config.top_db / 2.0)
+    """Normalised log-mels in [-1, 1] (values outside are clipped, as the vocoder does) → float64 dB in [-top_db, 0]."""
+    return normalized_to_db(np.asarray(mels, dtype=np.float64), config.top_db)
 
 
 def _as_clip_batch(mels: np.ndarray, config: AudioConfig) -> np.ndarray:
@@ -124,18 +125,25 @@ def fd_mel(mels_a: np.ndarray, mels_b: np.ndarray, config: AudioConfig) -> float
 
 @dataclass(frozen=True)
 class FluxStats:
+    """Spectral flux of a set of clips, in dB per frame: mean and standard deviation over all frame pairs."""
+
     mean: float
     std: float
 
 
-def spectral_flux(mels: np.ndarray, config: AudioConfig) -> FluxStats:
+def spectral_flux(mels: np.ndarray | Sequence[np.ndarray], config: AudioConfig) -> FluxStats:
     """Mean and std over all frames of a set of the spectral flux: per frame, the mean over mel bands of the positive
-    dB increase since the previous frame (the onset-strength envelope librosa computes, on our own mels)."""
-    db = mel_to_db(_as_clip_batch(mels, config), config)
-    if db.shape[-1] < 2:
-        raise ConfigError("spectral flux needs at least 2 frames per clip")
-    flux = np.maximum(np.diff(db, axis=-1), 0.0).mean(axis=1)  # (clips, frames-1)
-    return FluxStats(mean=float(flux.mean()), std=float(flux.std()))
+    dB increase since the previous frame (the onset-strength envelope librosa computes, on our own mels).
+
+    `mels` is one (clips, n_mels, frames) or (n_mels, frames) array, or a list of such arrays of any lengths (pdd-eval's
+    rows, re-analysed from audio): every frame pair of every clip is pooled before the mean and std."""
+    groups = [mels] if isinstance(mels, np.ndarray) else list(mels)
+    per_frame = [np.maximum(np.diff(mel_to_db(_as_clip_batch(group, config), config), axis=-1), 0.0).mean(axis=1).ravel()
+                 for group in groups]
+    pooled = np.concatenate(per_frame) if per_frame else np.empty(0)
+    if pooled.size == 0:
+        raise ConfigError("spectral flux needs clips of at least 2 frames")
+    return FluxStats(mean=float(pooled.mean()), std=float(pooled.std()))
 
 
 def teacher_fidelity(student_mels: np.ndarray, teacher_mels: np.ndarray, config: AudioConfig) -> float:

@@ -39,6 +39,7 @@ from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.plots import pyplot, save_figure
+from pdd.runtime.schedule import ScheduleConfig
 from pdd.training.cache import open_cache
 from pdd.training.checkpoint import (
     CheckpointError,
@@ -77,9 +78,9 @@ class NonFiniteLoss(PddError):
 
 @dataclass
 class TrainConfig(JsonConfig):
-    config_kind: ClassVar[str] = "training config"
-
     """Hyper-parameters of a teacher run; saved in run.json and in every checkpoint."""
+
+    config_kind: ClassVar[str] = "training config"
 
     data: str
     preset: str = "small"
@@ -603,7 +604,8 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
         if world.is_main:
             info = CheckpointInfo(kind="teacher", audio=audio, model=model_config, steps=None,
                                   lineage=[dict(lineage_entry, train_step=step)], train_step=step)
-            extra = {"train_config": config.to_dict(), "world_size": world.world,
+            extra = {"train_config": config.to_dict(), "schedule": ScheduleConfig.teacher().to_dict(),
+                     "world_size": world.world,
                      "grad_scaler": scaler.state_dict() if scaler is not None else None}
             state = make_checkpoint_state(model, info, ema=ema, optimizer=optimizer, scheduler=scheduler,
                                           rng=rng_states(device_kind), extra=extra)

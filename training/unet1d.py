@@ -31,9 +31,9 @@ TIME_INPUTS = ("t", "logsnr")
 
 @dataclass(frozen=True)
 class UNetConfig(JsonConfig):
-    config_kind: ClassVar[str] = "U-Net config"
-
     """Shape of a 1D U-Net. `in_channels` is the packed channel count C·F (also the output's)."""
+
+    config_kind: ClassVar[str] = "U-Net config"
 
     name: str = "small"
     in_channels: int = 384

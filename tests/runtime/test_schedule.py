@@ -122,3 +122,39 @@ def test_same_functions_accept_torch_tensors():
     assert t.grad is not None
     w = S.snr_weight(torch.tensor([0.9]), "truncated")
     assert isinstance(w, torch.Tensor) and float(w) == pytest.approx(1.0)
+
+
+def test_ddim_sample_takes_any_decreasing_grid():
+    """The teacher's two distillation steps are one call on [t, t − ½/N, t − 1/N]: the same as two explicit DDIM steps."""
+    rng = np.random.default_rng(2)
+    z_t = rng.normal(size=(3, 7))
+    t, n = 0.75, 4
+    z_mid = S.ddim_step(z_t, _imperfect_teacher(z_t, t), t, t - 0.5 / n)
+    z_end = S.ddim_step(z_mid, _imperfect_teacher(z_mid, t - 0.5 / n), t - 0.5 / n, t - 1.0 / n)
+    np.testing.assert_allclose(S.ddim_sample(_imperfect_teacher, z_t, [t, t - 0.5 / n, t - 1.0 / n]), z_end, atol=1e-12)
+    seen = []
+    S.ddim_sample(lambda z, t: seen.append(type(t)) or z, z_t, S.grid(2))
+    assert seen == [float, float]  # numpy scalars reach the denoiser as Python floats
+    with pytest.raises(ConfigError, match="at least two times"):
+        S.ddim_sample(_imperfect_teacher, z_t, [1.0])
+
+
+def test_schedule_config_round_trips_and_says_which_step_counts_exist():
+    assert S.TEACHER_STEPS == 1024
+    teacher, student = S.ScheduleConfig.teacher(), S.ScheduleConfig.student(8)
+    assert S.ScheduleConfig.from_json(student.to_json()) == student
+    assert student.to_dict() == {"kind": "cosine", "parameterization": "v", "steps": 8, "continuous": False,
+                                 "teacher_steps": 1024}
+    assert student.times().tolist() == S.grid(8).tolist()
+    assert [n for n in range(1, 10) if student.allows(n)] == [1, 2, 4, 8]
+    assert teacher.allows(3) and teacher.allows(1024) and not teacher.allows(1025) and not teacher.allows(0)
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"kind": "linear"}, "kind"), ({"parameterization": "eps"}, "parameterization"), ({"steps": 0}, "steps"),
+    ({"steps": 2048}, "steps"), ({"continuous": "yes"}, "continuous"), ({"teacher_steps": -1}, "teacher_steps"),
+    ({"sigma_max": 80}, "unknown schedule config fields: sigma_max"),
+])
+def test_schedule_config_refuses_what_the_runtime_cannot_sample(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        S.ScheduleConfig.from_dict({**S.ScheduleConfig.student(4).to_dict(), **fields})

@@ -115,6 +115,21 @@ def test_spectral_flux_is_zero_for_static_and_high_for_flicker():
     assert stats.std == pytest.approx(20.0 * np.sqrt(p * (1 - p)), rel=1e-9)
 
 
+def test_spectral_flux_pools_clips_of_any_length_and_is_the_one_pdd_eval_uses():
+    from pdd.training import evaluate
+
+    assert evaluate.spectral_flux is spectral_flux  # pdd-eval's rows come from the function pinned above
+    rng = np.random.default_rng(5)
+    short, long = rng.uniform(-1, 1, (TINY.n_mels, 5)), rng.uniform(-1, 1, (2, TINY.n_mels, 9))
+    pooled = spectral_flux([short, long], TINY)
+    per_frame = np.concatenate([np.maximum(np.diff((m.clip(-1, 1) - 1) * TINY.top_db / 2, axis=-1), 0).mean(axis=-2).ravel()
+                                for m in (short, long)])
+    assert (pooled.mean, pooled.std) == pytest.approx((per_frame.mean(), per_frame.std()), rel=1e-12)
+    assert spectral_flux(long, TINY) == spectral_flux([long[:1], long[1:]], TINY)
+    with pytest.raises(ConfigError, match="at least 2 frames"):
+        spectral_flux([short[:, :1]], TINY)
+
+
 def test_teacher_fidelity_is_mel_db_mae():
     a = _random_mels(6, clips=3)
     assert teacher_fidelity(a, a, TINY) == 0.0
