@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from pdd.runtime.cli_common import make_app, user_errors
+from pdd.runtime.schedule import TEACHER_STEPS
 from pdd.training.distill import distill, prepare_distill_run
 
 HELP = """Distil a teacher checkpoint into students that sample in fewer DDIM steps (progressive distillation).
@@ -38,7 +39,7 @@ def run(
     out: Path = typer.Option(..., "--out", help="Distillation folder (refused if it holds files, unless --resume/--force)."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher checkpoint (pdd-train's checkpoint.pt or a student)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Mel cache to distil on [default: the teacher's training cache]."),
-    from_steps: Optional[int] = typer.Option(None, "--from-steps", help="The teacher's step count [default: 1024]."),
+    from_steps: Optional[int] = typer.Option(None, "--from-steps", help=f"The teacher's step count [default: {TEACHER_STEPS}]."),
     to_steps: Optional[int] = typer.Option(None, "--to-steps", help="The last student's step count [default: 8]."),
     steps_per_round: Optional[int] = typer.Option(None, "--steps-per-round", help="Optimiser steps per halving [300]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [default: 16]."),

@@ -11,6 +11,7 @@ from pdd.runtime.cli_common import make_app, user_errors
 from pdd.runtime.config import get_preset
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.griffinlim import DEFAULT_ITERS
+from pdd.runtime.schedule import TEACHER_STEPS
 from pdd.training.evaluate import STANDARD_STEPS, EvalSettings
 
 HELP = f"""Score generated music against held-out real clips: FD-BP, FD-mel, spectral flux, teacher fidelity, time per clip.
@@ -61,7 +62,7 @@ def run(
     preset: str = typer.Option("paper", "--preset", help="Audio preset of the mel front end in folder mode."),
     clips: int = typer.Option(16, "-k", "--clips", help="Generated clips per row."),
     steps: str = typer.Option(",".join(str(s) for s in STANDARD_STEPS), "--steps", help="Step counts of the rows."),
-    reference_steps: int = typer.Option(1024, "--reference-steps", help="Teacher DDIM steps that fidelity is measured against."),
+    reference_steps: int = typer.Option(TEACHER_STEPS, "--reference-steps", help="Teacher DDIM steps that fidelity is measured against."),
     reference_clips: int = typer.Option(64, "--reference-clips", help="At most this many held-out reference clips."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise (and of the held-out split)."),
     gl_iters: int = typer.Option(DEFAULT_ITERS, "--gl-iters", help="Griffin-Lim iterations."),
