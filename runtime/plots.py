@@ -29,16 +29,18 @@ def pyplot() -> Any:
 
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Save and close `fig` as `path` through a temp file, so a reader never sees half a PNG."""
+    from io import BytesIO
+
+    from pdd.runtime.fileio import atomic_write_bytes
+
     plt = pyplot()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    encoded = BytesIO()  # then the one atomic writer: no predictable temp name a planted symlink could redirect
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        fig.savefig(encoded, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_bytes(path, encoded.getvalue())
 
 
 def save_spectrogram_png(path: str | os.PathLike[str], mel: np.ndarray, audio: AudioConfig, title: str = "") -> Path:

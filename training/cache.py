@@ -113,6 +113,10 @@ class MelCache:
         for start in range(0, data.shape[0], batch_size):
             yield np.asarray(data[start : start + batch_size], dtype=np.float32)
 
+    def all_finite(self, split: str) -> bool:
+        """Whether every value of `split` is finite, scanned in batches (a hostile or corrupt cache may hold NaN)."""
+        return all(bool(np.isfinite(batch).all()) for batch in self.batches(split, 256))
+
     def sample(self, split: str, n: int, seed: int = 0) -> np.ndarray:
         """float32 (min(n, N), n_mels, frames): a seeded random subset without replacement, in clip order."""
         data = self.clips(split)

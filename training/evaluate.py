@@ -39,6 +39,7 @@ import numpy as np
 from pdd.runtime.audio import load_audio, write_audio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import AudioError, ConfigError
+from pdd.runtime import fileio
 from pdd.runtime.fileio import claim_output_folder
 from pdd.runtime.griffinlim import DEFAULT_ITERS
 from pdd.runtime.mel import log_mel
@@ -315,9 +316,7 @@ def markdown_table(rows: list[Row], notes: list[str], title: str) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    fileio.atomic_write_text(path, text)  # the one atomic writer: records the file in the folder's ledger
 
 
 def write_tables(out: Path, rows: list[Row], notes: list[str], title: str, extra: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.plots import pyplot, save_figure
 from pdd.runtime.schedule import ScheduleConfig
+from pdd.runtime.untrusted import load_json
 from pdd.training.cache import open_cache
 from pdd.training.checkpoint import (
     CheckpointError,
@@ -206,10 +207,11 @@ def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: b
         run_file = out / RUN_FILE
         if not (out / CHECKPOINT_FILE).is_file() or not run_file.is_file():
             raise CheckpointError(f"nothing to resume in {out}: it has no {CHECKPOINT_FILE} and {RUN_FILE}")
+        fileio.remove_stale_temps(out)  # temps of the killed run
         try:
-            saved = json.loads(run_file.read_text())
+            saved = load_json(run_file, "run file", CheckpointError)
             config = TrainConfig.from_dict(saved["train"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{run_file} is not a pdd run file ({exc})") from None
         return dataclasses.replace(config, **resume_changes(out, config, given, RESUME_MAY_CHANGE))
 
@@ -228,10 +230,10 @@ def keep_milestone(checkpoint: Path, milestone: Path) -> None:
     milestone.unlink(missing_ok=True)  # a resumed run rewrites the milestones of the steps it repeats
     try:
         os.link(checkpoint, milestone)
+        fileio.note_written(milestone)  # the run's own file: --force may remove it
     except OSError:
-        tmp = milestone.with_name(f".{milestone.name}.tmp")
-        shutil.copyfile(checkpoint, tmp)
-        os.replace(tmp, milestone)
+        with fileio.AtomicFile(milestone, error=CheckpointError) as copy, open(checkpoint, "rb") as source:
+            shutil.copyfileobj(source, copy.handle)
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -239,20 +241,20 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     entries = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():  # bytes: a line of invalid UTF-8 is skipped like a torn one
         try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
+            entry = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             continue
+        if isinstance(entry, dict):
+            entries.append(entry)
     return entries
 
 
 def truncate_log(path: Path, step: int) -> None:
     """Drop log lines after `step`: a resumed run rewrites the steps the killed one logged past its checkpoint."""
-    entries = [e for e in read_log(path) if int(e.get("step", 0)) <= step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
-    os.replace(tmp, path)
+    entries = [e for e in read_log(path) if isinstance(e.get("step", 0), int) and e.get("step", 0) <= step]
+    fileio.atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in entries))
 
 
 def plot_loss(log_path: Path, png_path: Path) -> None:
@@ -596,8 +598,7 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
 
     def log_line(entry: dict[str, Any]) -> None:
         if world.is_main:
-            with log_path.open("a") as handle:
-                handle.write(json.dumps(entry) + "\n")
+            fileio.append_line(log_path, json.dumps(entry))  # recorded in the run's ledger: --force may remove it
 
     def write_checkpoint(step: int) -> None:
         nonlocal last_good
@@ -655,6 +656,9 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
                 loss_value /= world.world
             value = float(loss_value)
             if not math.isfinite(value):
+                if not bool(torch.isfinite(x0).all()):  # the data, not the learning rate
+                    raise NonFiniteLoss(f"loss became {value} at step {step + 1} because the training data holds NaN/inf "
+                                        f"values (cache {config.data}); rebuild it with `pdd-data prepare --force`")
                 raise _non_finite("loss", value, step + 1, last_good, checkpoint_path, config)
 
             optimizer.zero_grad(set_to_none=True)

@@ -161,10 +161,17 @@ def test_existing_run_folder_needs_resume_or_force(cache: Path, tmp_path: Path) 
     assert refused.exit_code == 2
     assert "already holds files; pass --resume" in refused.output
     forced = runner.invoke(app, [*cli_args(cache, out, 4, checkpoint_every=2), "--force"])
-    assert forced.exit_code == 0, forced.output
-    assert (out / "notes.txt").read_text() == "mine" and (out / "checkpoint.pt").is_file()
+    assert forced.exit_code == 2 and "did not write (notes.txt)" in forced.output  # --force never deletes a user's file
+    (out / "notes.txt").rename(tmp_path / "notes.txt")
+    first = runner.invoke(app, cli_args(cache, out, 4, checkpoint_every=2))
+    assert first.exit_code == 0, first.output
     again = runner.invoke(app, [*cli_args(cache, out, 4, checkpoint_every=2), "--force"])
-    assert again.exit_code == 0  # force replaces the run's own files
+    assert again.exit_code == 0, again.output  # force replaces the run's own files
+    (out / "checkpoints").mkdir(exist_ok=True)
+    (out / "checkpoints" / "step-0000002.pt").write_text("the user's, named like a milestone")
+    lookalike = runner.invoke(app, [*cli_args(cache, out, 4, checkpoint_every=2), "--force"])
+    assert lookalike.exit_code == 2 and "checkpoints/step-0000002.pt" in lookalike.output
+    assert (out / "checkpoints" / "step-0000002.pt").read_text() == "the user's, named like a milestone"
 
 
 def test_resume_refuses_other_settings_and_other_models(cache: Path, tmp_path: Path) -> None:
