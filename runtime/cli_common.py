@@ -36,11 +36,24 @@ def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _escape_unencodable_output() -> None:
+    """A file name with non-UTF-8 bytes (an --out from a foreign file system) prints as \\xNN instead of raising
+    UnicodeEncodeError in the middle of a summary line."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+
+
 def user_errors(func: F) -> F:
     """Decorator for command bodies: PddError (and a few OS errors a user causes) → one line on stderr, exit 2."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _escape_unencodable_output()
         try:
             return func(*args, **kwargs)
         except PddError as exc:
