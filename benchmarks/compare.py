@@ -1,4 +1,5 @@
-"""The runtime vs the same weights in PyTorch eager, side by side in one run (DESIGN §10), plus the teacher's many-step cost.
+"""The runtime vs the same weights in PyTorch eager, side by side in one run, plus the teacher's many-step cost
+(docs/architecture.md, "Performance targets").
 
 Arms, interleaved A/B (each round runs every arm once, alternating the order) so a loaded machine hits them alike:
 

@@ -1,4 +1,5 @@
-"""Checkpoint → verified engine bundle (DESIGN §6): graphs, golden tensors, parity, manifest, optional TensorRT plans.
+"""Checkpoint → verified engine bundle: graphs, golden tensors, parity, manifest, optional TensorRT plans
+(docs/architecture.md, "Engine bundles").
 
 `export_bundle(ExportOptions(...))` is what `pdd-export` calls. Everything is built in a temporary folder next to the
 destination and renamed into place only after parity passed and the runtime's own `load_bundle` accepted the result, so a

@@ -5,7 +5,7 @@
 - `unroll_sampler` (from `pdd.export.unroll`): the sampler graph, `ddim_sample` run on the exported denoiser graph's
   nodes: no Loop/If, weights stored once, no N-fold re-tracing.
 - `export_graph`: the dynamo exporter with a named dynamic batch axis. The example input must have batch ≥ 2 — with batch 1
-  the exporter silently specialises the axis to 1 (DESIGN §6).
+  the exporter silently specialises the axis to 1 (measured; docs/architecture.md, "Export").
 - `to_fp16`: onnxruntime's float16 converter with GroupNorm (InstanceNormalization), Softmax and the time embedding's
   sinusoid kept in fp32 (fp16 variance sums overflow; 1000·t needs more than fp16's 11 bits), graph I/O kept fp32.
 - `WeightStore` / `save_with_shared_weights`: writes large initializers into one external-data file keyed by content, so
@@ -33,7 +33,7 @@ from torch import nn
 from pdd.export.unroll import unroll_sampler  # noqa: F401 - the sampler graph is built here for bundle_writer
 from pdd.runtime.schedule import ddim_sample, grid
 
-OPSET = 18  # the dynamo exporter's native opset (≥ 17 as DESIGN §6 asks; 17 only works through a down-conversion)
+OPSET = 18  # the dynamo exporter's native opset (17 only works through a down-conversion)
 BATCH_AXIS = "batch"
 EXAMPLE_BATCH = 2  # ≥ 2, or the exporter fixes the batch axis at 1
 MAX_BATCH = 4096

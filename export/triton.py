@@ -1,4 +1,5 @@
-"""A Triton Inference Server model repository from an engine bundle (`pdd-export --triton DIR`, DESIGN §12).
+"""A Triton Inference Server model repository from an engine bundle (`pdd-export --triton DIR`; docs/architecture.md,
+"Beyond one machine").
 
     DIR/
       pdd_sampler/config.pbtxt   1/model.onnx + weights.onnx.data     onnxruntime backend, dynamic batching

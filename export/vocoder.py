@@ -1,6 +1,6 @@
 """The vocoder graph: packed normalised mel x̂0 → waveform, as a torch module that exports to a small ONNX graph.
 
-Same arithmetic as the runtime's numpy path (DESIGN §3): `pdd.runtime.pack.unpack` → `pdd.runtime.mel.denormalize` → `pdd.runtime.silence.gate_power` →
+Same arithmetic as the runtime's numpy path (one algorithm, two implementations, tested against each other): `pdd.runtime.pack.unpack` → `pdd.runtime.mel.denormalize` → `pdd.runtime.silence.gate_power` →
 `pdd.runtime.mel.mel_to_magnitude` → `pdd.runtime.griffinlim.griffin_lim`. The STFT and its inverse are a Conv1d and a
 ConvTranspose1d with DFT bases, because ONNX has no inverse-STFT op and TensorRT parses no DFT, while Conv/ConvTranspose run on
 every backend. The bases are built inside `forward` from integer ranges (cos/sin of 2π·((k·n) mod N)/N), so the exported graph

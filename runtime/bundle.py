@@ -1,4 +1,5 @@
-"""Engine bundles (DESIGN §6): the manifest schema, writing it, and loading + verifying a bundle without torch.
+"""Engine bundles: the manifest schema, writing it, and loading + verifying a bundle without torch (docs/architecture.md,
+"Engine bundles").
 
 A bundle is a folder::
 

@@ -88,7 +88,7 @@ class AudioConfig(JsonConfig):
 
 
 PRESETS: dict[str, AudioConfig] = {
-    # DESIGN §3: 1×128×384 → 3×128×128, ≈ 8.9 s at 22.05 kHz.
+    # docs/architecture.md, "Audio front end": 1×128×384 → 3×128×128, ≈ 8.9 s at 22.05 kHz.
     "paper": AudioConfig(),
     # Seconds-fast shapes for tests: 96 frames ≈ 1.5 s at 16 kHz, packed to 96×32.
     "tiny": AudioConfig(

@@ -1,4 +1,5 @@
-"""Snake packing (DESIGN §3): (F, T) → (C·F, T/C), odd chunks time-reversed so neighbours in time stay neighbours.
+"""Snake packing: (F, T) → (C·F, T/C), odd chunks time-reversed so neighbours in time stay neighbours (why:
+docs/architecture.md, "Audio front end").
 
 The order lives in one place, `snake_time_index`; numpy here and torch/ONNX graphs elsewhere gather with that index.
 """

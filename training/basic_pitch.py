@@ -1,4 +1,5 @@
-"""FD-BP embeddings: Spotify's Basic Pitch network, run from the ONNX file inside its PyPI wheel (DESIGN §9).
+"""FD-BP embeddings: Spotify's Basic Pitch network, run from the ONNX file inside its PyPI wheel (a metric
+that needs no model hub: docs/architecture.md, "Quality and the three floors").
 
 Why this and not VGGish (the seed's FAD): VGGish weights are downloaded from a model hub at run time, which this project cannot
 do. Basic Pitch (Bittner et al. 2022, a polyphonic note-transcription CNN trained on real instruments) ships its weights as

@@ -1,4 +1,5 @@
-"""Checkpoints of teachers and students: one format, written atomically, read with `weights_only=True` (DESIGN §11).
+"""Checkpoints of teachers and students: one format, written atomically, read with `weights_only=True`
+(docs/architecture.md, "Reliability").
 
 A checkpoint is a plain dict of tensors and JSON-like values:
 

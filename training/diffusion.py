@@ -1,4 +1,5 @@
-"""v-diffusion on the torch side: training loss, time sampling, the DDIM sampler and audio previews (DESIGN §4).
+"""v-diffusion on the torch side: training loss, time sampling, the DDIM sampler and audio previews
+(docs/architecture.md, "Diffusion math").
 
 Every formula comes from `pdd.runtime.schedule` (which takes torch tensors as well as numpy arrays); this module only wires
 them to a model. Previews go through the runtime's own inverse chain (unpack → denormalise → mel⁻¹ → Griffin-Lim), so what a

@@ -1,4 +1,5 @@
-"""Progressive distillation (Salimans & Ho 2022, Algorithm 2; DESIGN §4): halve a sampler's step count round by round.
+"""Progressive distillation (Salimans & Ho 2022, Algorithm 2): halve a sampler's step count round by round
+(docs/architecture.md, "Diffusion math").
 
 Round N (N = from_steps/2, from_steps/4, …, to_steps) trains a student that samples in N DDIM steps to land, in one step
 t → t − 1/N, where its teacher lands in two steps t → t − 0.5/N → t − 1/N. The student starts as a copy of the teacher; the

@@ -1,4 +1,4 @@
-"""Exponential moving average of model weights: what gets sampled, distilled and exported (DESIGN §4–5)."""
+"""Exponential moving average of model weights: what gets sampled, distilled and exported."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The quality-vs-steps table (DESIGN §9; Salimans & Ho 2022, Fig. 4 is the model) and scoring of any folders of audio.
+"""The quality-vs-steps table (Salimans & Ho 2022, Fig. 4 is the model) and scoring of any folders of audio; the reference
+rows are the floors of docs/architecture.md, "Quality and the three floors".
 
 `evaluate_models` samples K clips per row from one fixed set of seeded noises: the teacher with N-step DDIM and the distilled
 student@N for every N of {1024, 256, 64, 32, 16, 8, 4, 2, 1} that exists, plus two reference rows built from held-out clips of

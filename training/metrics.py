@@ -1,4 +1,5 @@
-"""Quality metrics for generated music (DESIGN §9): Fréchet distances, spectral flux and teacher fidelity.
+"""Quality metrics for generated music: Fréchet distances, spectral flux and teacher fidelity (how to read them against the
+three floors: docs/architecture.md, "Quality and the three floors").
 
 All of these work on numpy arrays and need no model, except FD-BP, whose embeddings come from `pdd.training.basic_pitch`:
 

@@ -1,4 +1,5 @@
-"""Teacher training: v-diffusion of the 1D U-Net on a mel cache, resumable, single process or torchrun/DDP (DESIGN §4, §5, §11, §12).
+"""Teacher training: v-diffusion of the 1D U-Net on a mel cache, resumable, single process or torchrun/DDP
+(docs/architecture.md: "Diffusion math", "The model", "Reliability", "Beyond one machine").
 
 A run folder holds everything about one run:
 

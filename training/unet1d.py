@@ -1,4 +1,5 @@
-"""The 1D U-Net denoiser (DESIGN §5): packed mel (B, C·F, L) with mel bins as channels, time t ∈ [0, 1] → v̂ of the same shape.
+"""The 1D U-Net denoiser: packed mel (B, C·F, L) with mel bins as channels, time t ∈ [0, 1] → v̂ of the same shape
+(docs/architecture.md, "The model").
 
 Residual Conv1d blocks (GroupNorm + SiLU) with the time embedding applied as a per-channel scale and shift, down/up-sampling
 along time, self-attention (`scaled_dot_product_attention`) at chosen levels, skip connections and a zero-initialised output.

@@ -1,5 +1,5 @@
-"""Inference backends behind one interface (DESIGN §7): `ort` (onnxruntime: TensorRT EP → CUDA EP → CPU) and `trt`
-(native TensorRT + cuda-python). `auto` picks the fastest one present.
+"""Inference backends behind one interface: `ort` (onnxruntime: TensorRT EP → CUDA EP → CPU) and `trt` (native
+TensorRT + cuda-python). `auto` picks the fastest one present (docs/architecture.md, "Runtime").
 
 Interface (`Backend`):
 

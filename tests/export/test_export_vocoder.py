@@ -1,4 +1,5 @@
-"""The Griffin-Lim vocoder graph against the runtime's numpy path (DESIGN §3: two implementations of one algorithm).
+"""The Griffin-Lim vocoder graph against the runtime's numpy path (two implementations of one algorithm, tested
+against each other).
 
 Tolerances, as max |graph − numpy| over the reference waveform's peak: 1e-5 with 0–1 iterations (no amplification yet),
 2e-3 up to 8 iterations, and the export's own tolerance (pdd.export.parity.TOLERANCE, 1e-2) at the shipped 32, where

@@ -110,7 +110,8 @@ def test_gpu_provider_options_and_trt_ep_cache_in_the_bundle(tiny_bundle_copy: P
 
 
 def test_listed_but_unloadable_gpu_provider_falls_back_to_cpu(bundle, tiny_reference) -> None:
-    """onnxruntime-gpu on a machine without CUDA lists the providers, then cannot start them (DESIGN §2)."""
+    """onnxruntime-gpu on a machine without CUDA lists the providers, then cannot start them (measured:
+    docs/architecture.md, "Layout and the dependency rule")."""
     if CUDA_EP in __import__("onnxruntime").get_available_providers():
         pytest.skip("this onnxruntime really has CUDA")
     backend = OrtBackend(bundle, providers=[CUDA_EP, CPU_EP])

@@ -1,4 +1,5 @@
-"""Snake packing: the exact layout of DESIGN §3 and an exact inverse for every shape that divides."""
+"""Snake packing: the exact layout (docs/architecture.md, "Audio front end") and an exact inverse for every shape
+that divides."""
 
 import numpy as np
 import pytest
