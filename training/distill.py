@@ -37,17 +37,8 @@ from pdd.runtime import fileio
 from pdd.runtime.fileio import claim_output_folder
 from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.untrusted import load_json
-from pdd.runtime.schedule import (
-    TEACHER_STEPS,
-    ScheduleConfig,
-    alpha_sigma,
-    ddim_sample,
-    ddim_step,
-    diffuse,
-    distill_target,
-    snr_weight,
-    x0_from_v,
-)
+from pdd.runtime.schedule import (TEACHER_STEPS, ScheduleConfig, alpha_sigma, ddim_sample, ddim_step, diffuse, distill_target,
+                                  snr_weight, x0_from_v)
 from pdd.training.cache import open_cache
 from pdd.training.checkpoint import (
     CheckpointError,
