@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Generic, Hashable, Protocol, TypeVar
+from typing import Callable, Generic, Hashable, Protocol, TypeVar
 
 
 class Keyed(Protocol):
@@ -50,15 +50,19 @@ class Batcher(Generic[J]):
         with self._ready:
             return len(self._jobs)
 
-    def next_group(self) -> list[J] | None:
-        """Block until a job is queued; return it with up to max_batch - 1 more of its key. None once closed and empty."""
+    def next_group(self, worth_waiting: Callable[[Hashable], bool] | None = None) -> list[J] | None:
+        """Block until a job is queued; return it with up to max_batch - 1 more of its key. None once closed and empty.
+
+        `worth_waiting(key)` False: take the jobs of that key already queued, but do not wait for more (the caller
+        knows a fuller group would not be run as one call)."""
         with self._ready:
             while not self._jobs:
                 if self._closed:
                     return None
                 self._ready.wait()
             group = [self._jobs.popleft()]
-            deadline = time.monotonic() + self.max_wait_s
+            wait_s = self.max_wait_s if worth_waiting is None or worth_waiting(group[0].batch_key) else 0.0
+            deadline = time.monotonic() + wait_s
             while True:
                 self._take_same_key(group)
                 left = deadline - time.monotonic()

@@ -106,6 +106,7 @@ class SampledGroup:
     started: float
     sample_ms: float
     model_batch: int  # clips per sampler call: len(jobs) when one batched call was used, else 1
+    group_size: int  # requests the batcher grouped (a group sampled clip by clip is handed on one clip at a time)
 
 
 class Service:
@@ -222,20 +223,21 @@ class Service:
 
     # -- stages ---------------------------------------------------------------------------------------------------
     def _sampler_loop(self) -> None:
-        while (group := self.batcher.next_group()) is not None:
+        while (group := self.batcher.next_group(self._worth_waiting)) is not None:
             # A client that went away before its group started cancelled its future: skip it, compute nothing.
             group = [job for job in group if job.future.set_running_or_notify_cancel()]
             if not group:
                 continue
+            handed_on: set[int] = set()
             try:
-                sampled = self._sample(group)
-            except Exception as exc:  # noqa: BLE001 - the jobs get the error; the thread keeps serving
-                _fail(group, exc)
-                continue
-            if self.options.pipeline:
-                self._decode_queue.put(sampled)
-            else:
-                self._finish(sampled)
+                for sampled in self._sample(group):
+                    handed_on.update(id(job) for job in sampled.jobs)
+                    if self.options.pipeline:
+                        self._decode_queue.put(sampled)
+                    else:
+                        self._finish(sampled)
+            except Exception as exc:  # noqa: BLE001 - the jobs not handed on get the error; the thread keeps serving
+                _fail([job for job in group if id(job) not in handed_on], exc)
         if self.options.pipeline:
             self._decode_queue.put(None)
 
@@ -243,25 +245,48 @@ class Service:
         while (sampled := self._decode_queue.get()) is not None:
             self._finish(sampled)
 
-    def _sample(self, group: list[Job]) -> SampledGroup:
-        started = time.perf_counter()
-        key = group[0].request.settings_key
+    def _worth_waiting(self, key: Hashable) -> bool:
+        """Whether a group of `key` should wait for partners: always without `exact`; with it, until a batched call of
+        this key was found to change bits and none was found exact (on such a backend a fuller group only delays)."""
+        if not self.policy.exact:
+            return True
+        single = self.pool.opened(key, 1)  # called under the batcher's lock: never open sessions here
+        if single is None:
+            return True
+        stages = ["sample", "decode"] if self._decode_batchable(single, 2) else ["sample"]
+        return any(not verdicts or any(verdicts) for verdicts in (self.policy.verdicts(stage, key) for stage in stages))
+
+    def _sample(self, group: list[Job]) -> Iterator[SampledGroup]:
+        """x̂0 for a group: one batched call where allowed, else batch-1 calls, each clip handed on as soon as it is
+        sampled (so the vocoder starts on clip 1 while clip 2 samples) unless the decode could use the whole group."""
+        key, size = group[0].request.settings_key, len(group)
         single = self.pool.get(key, 1)
         streams = [NoiseStream(job.request.seed, self.bundle.packed_shape) for job in group]
         noise = [(s.take(1),) for s in streams]
         phases = [s.take_phase(1, single.phase_shape) for s in streams]
+        self._count("groups")
+        sample_one = lambda z: host_copy(single.backend, single.sample_x0(z))  # noqa: E731
+        if self.policy.verdict("sample", key, size) is False and not self._decode_batchable(single, size):
+            for job, (z,), phase in zip(group, noise, phases):
+                started = time.perf_counter()
+                x0 = sample_one(z)
+                yield SampledGroup([job], single, [x0], [phase], started, (time.perf_counter() - started) * 1e3, 1, size)
+            return
 
         def batched(z: np.ndarray) -> np.ndarray:
-            wide = self.pool.get(key, len(group))
+            wide = self.pool.get(key, size)
             return host_copy(wide.backend, wide.sample_x0(z))
 
-        x0, used_batch = run_rows("sample", key, noise, self.policy,
-                                  lambda z: host_copy(single.backend, single.sample_x0(z)), batched)
+        started = time.perf_counter()
+        x0, used_batch = run_rows("sample", key, noise, self.policy, sample_one, batched)
+        if used_batch:
+            self._count("batched_calls")
+        yield SampledGroup(group, single, x0, phases, started, (time.perf_counter() - started) * 1e3,
+                           size if used_batch else 1, size)
+
+    def _count(self, what: str) -> None:
         with self._lock:
-            self.counts["groups"] += 1
-            self.counts["batched_calls"] += int(used_batch)
-        return SampledGroup(group, single, x0, phases, started, (time.perf_counter() - started) * 1e3,
-                            len(group) if used_batch else 1)
+            self.counts[what] += 1
 
     def _finish(self, sampled: SampledGroup) -> None:
         """Decode, encode and answer every clip of a group; one by one, so each answer leaves as soon as it is ready,
@@ -311,7 +336,7 @@ class Service:
             "X-Pdd-Sample-Rate": str(self.bundle.audio.sample_rate),
             "X-Pdd-Seconds": f"{wave.shape[-1] / self.bundle.audio.sample_rate:.4f}",
             "X-Pdd-Peak-Guard-Db": f"{gain_db:.2f}",
-            "X-Pdd-Group-Size": str(len(sampled.jobs)),
+            "X-Pdd-Group-Size": str(sampled.group_size),
             "X-Pdd-Model-Batch": str(sampled.model_batch),
             "X-Pdd-Queue-Ms": f"{(sampled.started - job.arrived) * 1e3:.1f}",
             "X-Pdd-Sample-Ms": f"{sampled.sample_ms / len(sampled.jobs):.1f}",  # this clip's share of its group

@@ -59,6 +59,10 @@ class SamplerPool:
                 self._samplers[(key, batch)] = sampler
             return sampler
 
+    def opened(self, key: tuple[int, str], batch: int) -> Sampler | None:
+        """The sampler if it exists already. Never blocks: no lock (a dict read is atomic), no sessions opened."""
+        return self._samplers.get((key, batch))
+
     def _backend_for(self, batch: int) -> Backend:
         if self.primary.device == "cpu" and not getattr(self.primary, "iobinding", None):
             return self.primary
@@ -81,6 +85,10 @@ class BatchPolicy:
 
     def verdict(self, stage: str, key: Hashable, size: int) -> bool | None:
         return True if not self.exact else self._verdicts.get((stage, key, size))
+
+    def verdicts(self, stage: str, key: Hashable) -> list[bool]:
+        """Every size measured so far for this stage and key."""
+        return [ok for (s, k, _), ok in self._verdicts.items() if s == stage and k == key]
 
     def record(self, stage: str, key: Hashable, size: int, identical: bool) -> None:
         self._verdicts[(stage, key, size)] = identical

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,28 @@ def _request(seed: int) -> Any:
     from pdd.runtime.serve.schema import GenerateRequest
 
     return GenerateRequest(seed=seed, steps=4, vocoder="auto", format="wav")
+
+
+def test_where_batching_changes_bits_clips_stream_one_by_one_and_still_match(make_service: Any, tiny_engine: Path,
+                                                                               tmp_path: Path) -> None:
+    """The path a multi-threaded CPU backend takes (its batched call failed the bit check): batch-1 calls, each clip
+    handed to the vocoder as soon as it is sampled, the same bytes as pdd-run."""
+    service = make_service(max_batch=3, max_wait_ms=2000)
+    service.policy.record("sample", (4, "auto"), 3, False)  # as if the first group of 3 had differed in the last bit
+    seeds = [31, 32, 33]
+    responses = post_all(service, [{"seed": s} for s in seeds])
+    for seed, response in zip(seeds, responses):
+        assert response.status_code == 200
+        assert (response.headers["x-pdd-group-size"], response.headers["x-pdd-model-batch"]) == ("3", "1")
+        assert response.content == pdd_run_bytes(tiny_engine, tmp_path, seed)
+    assert service.health()["batched_calls"] == 0
+
+
+def test_no_waiting_for_partners_once_batching_is_known_not_to_help(make_service: Any) -> None:
+    service = make_service(max_batch=4, max_wait_ms=2500)
+    post_all(service, [{"seed": 1}])  # opens the sampler for these settings
+    service.policy.record("sample", (4, "auto"), 2, False)
+    started = time.perf_counter()
+    (response,) = post_all(service, [{"seed": 2}])
+    assert response.status_code == 200 and time.perf_counter() - started < 2.0  # not the 2.5 s max wait
+    assert float(response.headers["x-pdd-queue-ms"]) < 2000
