@@ -17,14 +17,16 @@ def invoke(app: Any, *args: object) -> Any:
 
 
 def error_line(result: Any, code: int = 2) -> str:
-    """The single `error: …` line of a refused command (exit `code`, no traceback, nothing else printed)."""
+    """The single `error: …` line of a refused command (exit `code`, no traceback, the error said last)."""
     assert result.exit_code == code, (result.exit_code, result.output, result.exception)
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert "\x1b" not in lines[0], "an error line must never carry terminal escape sequences"
-    return lines[0]
+    errors = [line for line in lines if line.startswith("error")]
+    # One error line, and it is the last thing said (a long command may have announced itself first).
+    assert len(errors) == 1 and lines[-1] == errors[0] and errors[0].startswith("error: "), result.output
+    assert "\x1b" not in errors[0], "an error line must never carry terminal escape sequences"
+    return errors[0]
 
 
 def sha256_tree(root: Path) -> dict[str, str]:
