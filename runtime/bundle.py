@@ -334,6 +334,9 @@ def referenced_files(manifest: dict[str, Any]) -> list[str]:
             names.append(str(spec["file"]))
     if manifest.get("external_data"):
         names.append(str(manifest["external_data"]))
+    neural = (manifest.get("decode") or {}).get("neural")
+    if isinstance(neural, dict) and neural.get("external_data"):
+        names.append(str(neural["external_data"]))  # the learned vocoder's weights, shared by its graphs
     if manifest.get("golden"):
         names.append(str(manifest["golden"]))
     return list(dict.fromkeys(names))
@@ -612,7 +615,11 @@ def _check_paths(manifest: dict[str, Any], graphs: dict[str, GraphSpec], path: P
     named = [(f"manifest files entry", name) for name in files]
     named += [(f"manifest graphs.{g.name}.file", g.file) for g in graphs.values()]
     named += [(f"manifest {key}", manifest[key]) for key in ("external_data", "golden") if manifest.get(key)]
-    for plans in ((manifest.get("trt") or {}).get("plans") or {}).values():
+    trt = manifest.get("trt") or {}
+    plans_by_key = trt.get("plans") if isinstance(trt, dict) else None
+    if not isinstance(plans_by_key or {}, dict):
+        raise BundleError(f"{path}: manifest trt.plans must be an object; {REEXPORT}")
+    for plans in (plans_by_key or {}).values():
         named += [("manifest trt plan file", entry.get("file")) for entry in _plan_entries(plans)]
     for what, name in named:
         resolve_inside(path, name, f"{path}: {what}", BundleError)
