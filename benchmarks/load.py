@@ -1,15 +1,15 @@
 """Load test for `pdd-serve`, loopback only, bounded in requests and time, side by side in one run:
 
-1. the sequential `pdd-run` rate: warm (the library call `pdd-run` makes, in one process, one clip per call) and cold
-   (one `pdd-run -n 1` process per clip, what a script calling the CLI per request gets);
+1. the `pdd-run` rates: sequential warm (`pdd-run -n K --batch-size 1` as its library call, in this process), offline
+   batched (`--batch-size 4`), and cold (one `pdd-run -n 1` process per clip, what a script calling the CLI gets);
 2. `pdd-serve` in several configurations (plain: --max-batch 1 --no-pipeline; pipelined; batched + pipelined; batched with
-   --no-exact), each a fresh server process on a free 127.0.0.1 port: cold start to the first answer, then closed-loop
-   clients at each concurrency (p50/p90/p99 latency, clips/s);
+   --no-exact), each its own server process on a free 127.0.0.1 port: cold start to the first answer, then closed-loop
+   clients at each concurrency (p50/p90/p99 latency, clips/s), in interleaved rounds together with the warm baselines;
 3. a soak: `--soak` requests from 8 clients, a mix of valid and invalid bodies, counting answers by status and sampling the
    server's RSS (/proc) through the run.
 
-    python benchmarks/load.py                                  # the shipped engine, 16 requests per level, 1000-request soak
-    python benchmarks/load.py --engine DIR --requests 8 --soak 200 --json load.json --markdown load.md
+    python benchmarks/load.py                                  # the shipped engine, 3 rounds × 8 requests per level, soak 1000
+    python benchmarks/load.py --engine DIR --rounds 2 --soak 200 --json load.json --markdown load.md
 
 Performance numbers live in reports like this one's output, never in tests.
 """
@@ -61,19 +61,33 @@ def rss_mb(pid: int) -> float:
 
 
 # -- baselines ---------------------------------------------------------------------------------------------------------
-def pdd_run_warm(engine: str | None, clips: int, batch: int) -> dict[str, Any]:
-    """Clips/s of `pdd-run -n CLIPS --batch-size BATCH` in one process (the library call it makes; the bundle is loaded
-    before the clock starts): batch 1 is the sequential rate with sessions kept, clip after clip."""
-    from pdd.runtime.bundle import load_bundle
-    from pdd.runtime.generate import RunOptions, generate, resolve_engine
+class PddRunWarm:
+    """`pdd-run -n CLIPS --batch-size BATCH` as the library call it makes, in this process, the bundle loaded once before
+    any clock starts: batch 1 is the sequential rate (sessions opened per call, as each pdd-run invocation does)."""
 
-    bundle = load_bundle(resolve_engine(engine), check_graphs=False)
-    with tempfile.TemporaryDirectory() as out:
-        generate(RunOptions(engine=engine, n=batch, batch_size=batch, seed=10**6, out=Path(out) / "warm"), bundle=bundle)
-        start = time.perf_counter()
-        generate(RunOptions(engine=engine, n=clips, batch_size=batch, seed=0, out=Path(out) / "timed"), bundle=bundle)
-        seconds = time.perf_counter() - start
-    return {"clips": clips, "batch": batch, "clips_per_s": clips / seconds, "p50_ms": 1e3 * seconds / clips}
+    def __init__(self, engine: str | None, clips: int, batch: int) -> None:
+        from pdd.runtime.bundle import load_bundle
+        from pdd.runtime.generate import resolve_engine
+
+        self.engine, self.clips, self.batch = engine, clips, batch
+        self.bundle = load_bundle(resolve_engine(engine), check_graphs=False)
+        self.seconds: list[float] = []
+        self.run()  # warm-up, not kept
+        self.seconds.clear()
+
+    def run(self) -> None:
+        from pdd.runtime.generate import RunOptions, generate
+
+        with tempfile.TemporaryDirectory() as out:
+            options = RunOptions(engine=self.engine, n=self.clips, batch_size=self.batch, seed=len(self.seconds), out=Path(out))
+            start = time.perf_counter()
+            generate(options, bundle=self.bundle)
+            self.seconds.append(time.perf_counter() - start)
+
+    def summary(self) -> dict[str, Any]:
+        total = self.clips * len(self.seconds)
+        return {"clips": total, "batch": self.batch, "clips_per_s": total / sum(self.seconds),
+                "p50_ms": 1e3 * statistics.median(self.seconds) / self.clips}
 
 
 def pdd_run_cold(engine: str | None, clips: int) -> dict[str, Any]:
@@ -186,20 +200,58 @@ def valid_body(index: int) -> tuple[bytes, bool]:
     return json.dumps({"seed": 1000 + index}).encode(), True
 
 
-def measure_config(engine: str | None, name: str, levels: list[int], requests: int, time_limit: float) -> dict[str, Any]:
-    server = Server.start(engine, CONFIGS[name])
-    try:
-        closed_loop(server, 2, 4, time_limit, valid_body)  # warm-up: sessions, first batches, the exactness checks
+@dataclass
+class Arm:
+    """One server configuration and what it measured, per concurrency level, over all rounds."""
+
+    name: str
+    server: Server
+    tallies: dict[int, Tally] = field(default_factory=dict)
+    walls: dict[int, float] = field(default_factory=dict)
+
+    def run_level(self, clients: int, requests: int, time_limit: float, first_seed: int) -> None:
+        tally, wall = closed_loop(self.server, clients, requests, time_limit, lambda i: valid_body(first_seed + i))
+        merged = self.tallies.setdefault(clients, Tally())
+        merged.latencies += tally.latencies
+        for key, count in tally.statuses.items():
+            merged.statuses[key] = merged.statuses.get(key, 0) + count
+        self.walls[clients] = self.walls.get(clients, 0.0) + wall
+
+    def summary(self) -> dict[str, Any]:
         rows = []
-        for clients in levels:
-            tally, wall = closed_loop(server, clients, max(requests, 2 * clients), time_limit, valid_body)
+        for clients, tally in sorted(self.tallies.items()):
             ok = tally.statuses.get("200", 0)
-            rows.append({"concurrency": clients, "requests": len(tally.latencies), "ok": ok, "clips_per_s": ok / wall,
+            rows.append({"concurrency": clients, "requests": len(tally.latencies), "ok": ok,
+                         "clips_per_s": ok / self.walls[clients],
                          **{f"p{q}_ms": 1e3 * percentile(tally.latencies, q) for q in (50, 90, 99)}})
-            print(f"  {name:<26} c={clients}: {ok / wall:5.2f} clips/s, p50 {rows[-1]['p50_ms']:.0f} ms", file=sys.stderr)
-        return {"config": name, "flags": " ".join(CONFIGS[name]), "cold_start_s": server.cold_start_s, "levels": rows}
+        return {"config": self.name, "flags": " ".join(CONFIGS[self.name]), "cold_start_s": self.server.cold_start_s,
+                "levels": rows}
+
+
+def interleaved(engine: str | None, names: list[str], levels: list[int], rounds: int, requests: int,
+                time_limit: float, baselines: list[PddRunWarm]) -> list[dict[str, Any]]:
+    """Every server started once (cold start measured one at a time), then `rounds` rounds; in each, every level runs
+    on every server, the order rotating per round, and the warm pdd-run baselines run once: a machine whose load drifts
+    hits all arms alike, and only numbers from this one run are compared."""
+    arms = [Arm(name, Server.start(engine, CONFIGS[name])) for name in names]
+    try:
+        for arm in arms:
+            closed_loop(arm.server, 2, 4, time_limit, valid_body)  # warm-up: first batches, the exactness checks
+        seed = 10_000
+        for round_index in range(rounds):
+            for baseline in baselines:
+                baseline.run()
+            for clients in levels:
+                order = arms[round_index % len(arms):] + arms[: round_index % len(arms)]
+                for arm in order:
+                    count = max(requests, 2 * clients)
+                    arm.run_level(clients, count, time_limit, seed)
+                    seed += count
+            print(f"  round {round_index + 1}/{rounds} done", file=sys.stderr)
     finally:
-        server.stop()
+        for arm in arms:
+            arm.server.stop()
+    return [arm.summary() for arm in arms]
 
 
 def soak(engine: str | None, requests: int, clients: int, time_limit: float) -> dict[str, Any]:
@@ -279,8 +331,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", default=None, help="bundle folder (default: the shipped engine)")
     parser.add_argument("--concurrency", default="1,2,4,8")
-    parser.add_argument("--requests", type=int, default=16, help="requests per concurrency level (at least 2 per client)")
-    parser.add_argument("--baseline-clips", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=8,
+                        help="requests per concurrency level per round (at least 2 per client)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over all servers and baselines")
+    parser.add_argument("--baseline-clips", type=int, default=4, help="clips per pdd-run baseline call per round")
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per level (and per soak half)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"any of: {', '.join(CONFIGS)}")
     parser.add_argument("--soak", type=int, default=1000, help="soak requests (0: skip)")
@@ -290,15 +344,17 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in CONFIGS]
-    if unknown or not 1 <= args.requests <= 10_000 or not 0 <= args.soak <= 100_000:
-        raise SystemExit(f"error: bad --configs {unknown} / --requests / --soak")
+    if unknown or not 1 <= args.requests <= 10_000 or not 0 <= args.soak <= 100_000 or not 1 <= args.rounds <= 100:
+        raise SystemExit(f"error: bad --configs {unknown} / --requests / --rounds / --soak")
     report: dict[str, Any] = {"engine": args.engine or "shipped default", "machine": f"{os.cpu_count()} CPUs",
                               "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
-    print("sequential pdd-run baselines…", file=sys.stderr)
-    report["pdd_run_warm"] = pdd_run_warm(args.engine, args.baseline_clips, 1)
-    report["pdd_run_batched"] = pdd_run_warm(args.engine, args.baseline_clips, 4)
+    print("pdd-run baselines…", file=sys.stderr)
+    sequential, batched = PddRunWarm(args.engine, args.baseline_clips, 1), PddRunWarm(args.engine, args.baseline_clips, 4)
     report["pdd_run_cold"] = pdd_run_cold(args.engine, max(2, args.baseline_clips // 2))
-    report["servers"] = [measure_config(args.engine, name, levels, args.requests, args.time_limit) for name in configs]
+    print("servers, interleaved…", file=sys.stderr)
+    report["servers"] = interleaved(args.engine, configs, levels, args.rounds, args.requests, args.time_limit,
+                                    [sequential, batched])
+    report["pdd_run_warm"], report["pdd_run_batched"] = sequential.summary(), batched.summary()
     report["soak"] = soak(args.engine, args.soak, 8, args.time_limit * 5) if args.soak else None
     report["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     text = markdown(report)

@@ -104,6 +104,10 @@ def _listen(host: str, port: int) -> socket.socket:
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family in (socket.AF_INET, socket.AF_INET6):
+        # Accepted sockets inherit it (Linux): uvicorn writes a response's headers and body in two sends, and with
+        # Nagle on, the body waits for the client's delayed ACK: 48 ms per request instead of 5 on loopback (measured).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind(address)
         sock.listen(128)

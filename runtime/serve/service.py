@@ -38,7 +38,7 @@ from pdd.runtime.sampler import VOCODERS, NoiseStream, Sampler
 from pdd.runtime.serve.batcher import Batcher
 from pdd.runtime.serve.schema import EngineChoices, GenerateRequest
 from pdd.runtime.serve.stages import (BatchPolicy, SamplerPool, decode_each, decoder, host_copy, offered_steps,
-                                      run_rows)
+                                      run_rows, settings_problem)
 from pdd.runtime.untrusted import printable
 
 MAX_BATCH_LIMIT = 64
@@ -139,15 +139,10 @@ class Service:
         if not steps:
             raise ConfigError(f"engine {printable(self.bundle.name)!r} has neither a sampler nor a denoiser graph")
         default = self.bundle.steps if self.bundle.steps in steps else steps[-1]
-        vocoders = tuple(v for v in VOCODERS if v == "auto" or self._works(default, v))
+        device = self.pool.primary.device
+        vocoders = tuple(v for v in VOCODERS if v == "auto" or settings_problem(self.bundle, device, default, v) is None)
+        self.pool.get((default, "auto"), 1)  # the default settings' sessions open now; others on their first request
         return EngineChoices(default_steps=default, steps=steps, vocoders=vocoders, formats=tuple(WRITE_FORMATS))
-
-    def _works(self, steps: int, vocoder: str) -> bool:
-        try:
-            self.pool.get((steps, vocoder), 1)
-            return True
-        except PddError:
-            return False
 
     def engine_summary(self) -> dict[str, Any]:
         bundle, backend = self.bundle, self.pool.primary

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from pdd.runtime.backends import Backend
 from pdd.runtime.bundle import Bundle, finite_or_error
+from pdd.runtime.errors import PddError
 from pdd.runtime.sampler import Sampler, SamplerSettings
 
 
@@ -31,6 +32,36 @@ def offered_steps(bundle: Bundle) -> tuple[int, ...]:
     if bundle.has_graph("denoiser"):
         steps.update(bundle.valid_loop_steps(limit=max(bundle.steps, 64)))
     return tuple(sorted(steps))
+
+
+class _ResolveOnly(Backend):
+    """A backend that opens and runs nothing, so `Sampler` can apply its own rules (steps, vocoder, graphs present) to
+    settings without opening sessions: the Griffin-Lim graph's CPU session alone takes ~1.6 s to open (measured here),
+    for a vocoder most requests never ask for."""
+
+    name = "resolve-only"
+
+    def __init__(self, bundle: Bundle, device: str) -> None:
+        super().__init__(bundle)
+        self.device = device  # `auto` choices depend on where the real backend runs
+
+    def prepare(self, graphs: Sequence[str], batch: int) -> None:
+        return None
+
+    def run(self, graph: str, inputs: Mapping[str, Any], keep: Sequence[str] = ()) -> dict[str, Any]:
+        raise RuntimeError("the resolve-only backend runs nothing")
+
+    def describe(self) -> str:
+        return self.name
+
+
+def settings_problem(bundle: Bundle, device: str, steps: int, vocoder: str) -> str | None:
+    """Why `Sampler` would refuse these settings on this bundle and device (one line), or None; opens nothing."""
+    try:
+        Sampler(bundle, _ResolveOnly(bundle, device), sampler_settings(bundle, steps, vocoder), 1)
+    except PddError as exc:
+        return str(exc)
+    return None
 
 
 def host_copy(backend: Backend, value: Any) -> np.ndarray:
