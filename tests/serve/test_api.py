@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from pdd.runtime.bundle import load_bundle
+from pdd.runtime.bundle import MANIFEST_NAME, load_bundle, write_manifest
 from pdd.runtime.generate import RunOptions, generate
 from pdd.runtime.sampler import VOCODERS
 from pdd.runtime.serve.app import create_app
 from pdd.runtime.serve.schema import MAX_BODY_BYTES
-from pdd.runtime.serve.service import Service, Unavailable
+from pdd.runtime.serve.service import ServeOptions, Service, Unavailable
 
 
 def pdd_run_bytes(engine: Path, out: Path, seed: int, **options: Any) -> bytes:
@@ -62,6 +65,7 @@ def test_page_engine_and_health(make_service: Any, tiny_engine: Path) -> None:
         assert engine["name"] == "tiny-test" and engine["manifest_sha256"] == load_bundle(tiny_engine).hash
         assert engine["steps"] == {"default": 4, "choices": [1, 2, 4]}
         assert engine["vocoders"]["default"] == "auto" and set(engine["vocoders"]["choices"]) <= set(VOCODERS)
+        assert {"gl", "graph"} <= set(engine["vocoders"]["choices"])  # resolved by Sampler's rules, no sessions opened
         assert engine["formats"] == ["wav", "flac"] and engine["device"] == "cpu"
 
         health = client.get("/api/health").json()
@@ -254,3 +258,18 @@ def test_no_waiting_for_partners_once_batching_is_known_not_to_help(make_service
     (response,) = post_all(service, [{"seed": 2}])
     assert response.status_code == 200 and time.perf_counter() - started < 2.0  # not the 2.5 s max wait
     assert float(response.headers["x-pdd-queue-ms"]) < 2000
+
+
+def test_an_engine_failure_is_one_500_line_and_the_server_keeps_serving(tiny_engine: Path, tmp_path: Path) -> None:
+    """A bundle whose weights are NaN (hashes re-pinned, so it loads): the answer is a 500 with one line, no trace."""
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(tiny_engine, poisoned)
+    weights = poisoned / "weights.data"
+    weights.write_bytes(np.full(weights.stat().st_size // 4, np.nan, dtype=np.float32).tobytes())
+    write_manifest(poisoned, json.loads((poisoned / MANIFEST_NAME).read_text()))
+    service = Service(ServeOptions(engine=poisoned, backend="ort", device="cpu"))
+    with TestClient(create_app(service)) as client:
+        assert_json_error(client.post("/api/generate", json={"seed": 1}), 500, "generation failed: the sampler produced NaN")
+        assert_json_error(client.post("/api/generate", json={"seed": 2}), 500, "NaN/inf")
+        health = client.get("/api/health").json()
+        assert health["ready"] is True and health["failed"] == 2 and health["requests_served"] == 0
