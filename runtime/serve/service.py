@@ -114,7 +114,6 @@ class Service:
 
     def __init__(self, options: ServeOptions, *, bundle: Bundle | None = None) -> None:
         options.check()
-        started = time.perf_counter()
         self.options = options
         self.bundle = bundle or load_bundle(resolve_engine(options.engine), check_graphs=False)
         self.pool = SamplerPool(self.bundle, lambda: create_backend(options.backend, self.bundle, device=options.device))
@@ -128,9 +127,7 @@ class Service:
         self._closing = False
         self._in_flight = 0
         self._clip_seconds = 0.0  # moving average of wall time per clip, for Retry-After
-        self.counts = {"served": 0, "failed": 0, "rejected": 0, "cancelled": 0, "groups": 0,
-                       "batched_calls": 0}
-        self.load_s = time.perf_counter() - started
+        self.counts = {"served": 0, "failed": 0, "rejected": 0, "cancelled": 0, "groups": 0, "batched_calls": 0}
         self.started_at = time.time()
 
     # -- engine facts ---------------------------------------------------------------------------------------------
