@@ -59,6 +59,7 @@ def serve(
     max_wait_ms: float = typer.Option(20.0, "--max-wait-ms", help="How long a batch waits to fill after its first request."),
     max_queue: int = typer.Option(32, "--max-queue", help="Most requests held at once; more get 503 + Retry-After."),
     pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline", help="Sampler and vocoder on separate threads."),
+    decoders: int = typer.Option(1, "--decoders", help="Vocoder threads with --pipeline (clips decode in parallel)."),
     exact: bool = typer.Option(
         True, "--exact/--no-exact",
         help="Batch only where it gives pdd-run's exact bytes (checked per batch size); --no-exact always batches."),
@@ -71,7 +72,8 @@ def serve(
     from pdd.runtime.serve.service import ServeOptions, Service
 
     options = ServeOptions(engine=engine, backend=backend, device=device, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                           max_queue=max_queue, pipeline=pipeline, exact=exact)
+                           max_queue=max_queue, pipeline=pipeline, decoders=decoders,
+                           exact=exact)
     options.check()
     sock = _listen(host, port)
     service = Service(options)

@@ -43,6 +43,7 @@ from pdd.runtime.untrusted import printable
 
 MAX_BATCH_LIMIT = 64
 MAX_QUEUE_LIMIT = 10_000
+MAX_DECODERS = 16
 MAX_WAIT_MS_LIMIT = 10_000.0
 RETRY_AFTER_MAX_S = 60
 MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac"}
@@ -58,6 +59,7 @@ class ServeOptions:
     max_wait_ms: float = 20.0
     max_queue: int = 32
     pipeline: bool = True
+    decoders: int = 1  # vocoder threads (with pipeline): clips decode in parallel where cores are idle
     exact: bool = True
 
     def check(self) -> None:
@@ -65,6 +67,8 @@ class ServeOptions:
             raise ConfigError(f"--max-batch must be in [1, {MAX_BATCH_LIMIT}], got {self.max_batch}")
         if not 0 <= self.max_wait_ms <= MAX_WAIT_MS_LIMIT or not math.isfinite(self.max_wait_ms):
             raise ConfigError(f"--max-wait-ms must be in [0, {MAX_WAIT_MS_LIMIT:g}], got {self.max_wait_ms}")
+        if not 1 <= self.decoders <= MAX_DECODERS:
+            raise ConfigError(f"--decoders must be in [1, {MAX_DECODERS}], got {self.decoders}")
         if not 1 <= self.max_queue <= MAX_QUEUE_LIMIT:
             raise ConfigError(f"--max-queue must be in [1, {MAX_QUEUE_LIMIT}], got {self.max_queue}")
 
@@ -117,6 +121,8 @@ class Service:
         self.options = options
         self.bundle = bundle or load_bundle(resolve_engine(options.engine), check_graphs=False)
         self.pool = SamplerPool(self.bundle, lambda: create_backend(options.backend, self.bundle, device=options.device))
+        if options.pipeline and options.decoders > 1 and self.pool.primary.device != "cpu":
+            raise ConfigError("--decoders above 1 runs on the CPU only: GPU sessions reuse one set of bound buffers")
         self.choices = self._engine_choices()
         self.policy = BatchPolicy(options.exact)
         self.batcher: Batcher[Job] = Batcher(options.max_batch, options.max_wait_ms / 1e3)
@@ -156,6 +162,7 @@ class Service:
             "device": backend.device,
             "serving": {"max_batch": self.options.max_batch, "max_wait_ms": self.options.max_wait_ms,
                         "max_queue": self.options.max_queue, "pipeline": self.options.pipeline,
+                        "decoders": self.options.decoders if self.options.pipeline else 0,
                         "exact": self.options.exact},
             "pdd_version": __version__,
         }
@@ -174,7 +181,8 @@ class Service:
             return
         self._threads.append(threading.Thread(target=self._sampler_loop, name="pdd-sampler", daemon=True))
         if self.options.pipeline:
-            self._threads.append(threading.Thread(target=self._vocoder_loop, name="pdd-vocoder", daemon=True))
+            for index in range(self.options.decoders):
+                self._threads.append(threading.Thread(target=self._vocoder_loop, name=f"pdd-vocoder-{index}", daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -231,7 +239,8 @@ class Service:
             except Exception as exc:  # noqa: BLE001 - the jobs not handed on get the error; the thread keeps serving
                 _fail([job for job in group if id(job) not in handed_on], exc)
         if self.options.pipeline:
-            self._decode_queue.put(None)
+            for _ in range(self.options.decoders):
+                self._decode_queue.put(None)  # one end mark per vocoder thread
 
     def _vocoder_loop(self) -> None:
         while (sampled := self._decode_queue.get()) is not None:

@@ -178,15 +178,16 @@ def test_no_exact_batches_from_the_first_group(make_service: Any) -> None:
     assert [r.headers["x-pdd-model-batch"] for r in responses] == ["3"] * 3
 
 
-@pytest.mark.parametrize("pipeline", [True, False])
-def test_pipelined_or_not_the_answers_agree(make_service: Any, pipeline: bool) -> None:
-    service = make_service(max_batch=2, max_wait_ms=5, pipeline=pipeline)
-    responses = post_all(service, [{"seed": s % 3} for s in range(6)])
-    by_seed: dict[str, bytes] = {}
+@pytest.mark.parametrize("pipeline,decoders", [(True, 1), (False, 1), (True, 3)])
+def test_pipelined_or_not_the_answers_are_pdd_runs(make_service: Any, tiny_engine: Path, tmp_path: Path, pipeline: bool,
+                                                   decoders: int) -> None:
+    service = make_service(max_batch=2, max_wait_ms=5, pipeline=pipeline, decoders=decoders)
+    responses = post_all(service, [{"seed": s % 3} for s in range(9)])
+    expected = {str(seed): pdd_run_bytes(tiny_engine, tmp_path, seed) for seed in range(3)}
     for response in responses:
         assert response.status_code == 200
-        assert by_seed.setdefault(response.headers["x-pdd-seed"], response.content) == response.content
-    assert len(by_seed) == 3 and service.health()["requests_served"] == 6
+        assert response.content == expected[response.headers["x-pdd-seed"]]
+    assert service.health()["requests_served"] == 9
 
 
 def test_a_full_queue_answers_503_with_retry_after(make_service: Any) -> None:

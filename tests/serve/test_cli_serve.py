@@ -33,6 +33,7 @@ def one_error_line(result: Any, fragment: str) -> None:
     (["--max-batch", "0"], "--max-batch must be in [1, 64]"),
     (["--max-wait-ms", "-1"], "--max-wait-ms must be in [0, "),
     (["--max-queue", "0"], "--max-queue must be in [1, "),
+    (["--decoders", "0"], "--decoders must be in [1, 16]"),
     (["--port", "70000"], "--port must be in [0, 65535]"),
     (["--host", "no-such-host.invalid"], "does not resolve"),
     (["--engine", "/nonexistent/engine"], "does not exist"),
