@@ -160,12 +160,9 @@ def foreign_bundle_files(out: Path) -> list[Path]:
 
 
 def read_eval_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ExportError(f"--eval-json {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"--eval-json {path}: not a readable JSON file ({exc})") from None
+    if not Path(path).is_file():
+        raise ExportError(f"--eval-json {path}: no such file")
+    data = load_json(path, "--eval-json", ExportError)  # size-capped; bad UTF-8 or deep nesting is one error
     if not isinstance(data, dict):
         raise ExportError(f"--eval-json {path}: expected a JSON object (pdd-eval's output)")
     return data

@@ -57,8 +57,8 @@ def run(
     force: bool = typer.Option(False, "--force", help="Start over in an existing --out (removes only the run's own files)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (log lines still go to log.jsonl)."),
 ) -> None:
-    if threads is not None and threads < 1:
-        raise typer.BadParameter("must be >= 1", param_hint="--threads")
+    if threads is not None and not 1 <= threads <= 1024:
+        raise typer.BadParameter("must be in 1..1024", param_hint="--threads")
     given = dict(from_steps=from_steps, to_steps=to_steps, steps_per_round=steps_per_round, batch_size=batch_size, lr=lr,
                  weighting=weighting, ema_decay=ema_decay, grad_clip=grad_clip, checkpoint_every=checkpoint_every, seed=seed)
     record = prepare_distill_run(out, teacher, str(data) if data is not None else None, given, resume=resume, force=force)

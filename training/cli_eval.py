@@ -88,8 +88,8 @@ def run(
     if teacher is None or data is None:
         raise ConfigError("model mode needs --teacher CHECKPOINT and --data CACHE (and usually --students DIR); "
                           "or score folders with --generated DIR --reference DIR")
-    if threads is not None and threads < 1:
-        raise ConfigError("--threads must be >= 1")
+    if threads is not None and not 1 <= threads <= 1024:
+        raise ConfigError("--threads must be in 1..1024")
     settings = EvalSettings(clips=clips, seed=seed, steps=parse_steps(steps), reference_steps=reference_steps,
                             gl_iters=gl_iters, batch_size=batch_size, reference_clips=reference_clips, fd_bp=fd_bp,
                             wavs=wavs)

@@ -100,7 +100,9 @@ class DistillConfig(JsonConfig):
             )
         if self.steps_per_round < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             problems.append("steps per round, batch size and checkpoint interval must be >= 1")
-        if not self.lr > 0:
+        if self.batch_size > 4096 or (isinstance(self.from_steps, int) and self.from_steps > 1024):
+            problems.append("batch size must be <= 4096 and from-steps <= 1024 (counts that allocate up front)")
+        if not self.lr > 0 or not math.isfinite(self.lr):
             problems.append("learning rate must be positive")
         if self.weighting not in WEIGHTINGS:
             problems.append(f"weighting must be one of {', '.join(WEIGHTINGS)}")

@@ -85,6 +85,10 @@ class EvalSettings:
             problems.append("steps must be positive integers")
         if self.reference_steps < 1 or self.gl_iters < 0 or self.batch_size < 1 or self.reference_clips < 2:
             problems.append("reference steps, batch size >= 1, Griffin-Lim iterations >= 0, reference clips >= 2")
+        if (self.clips > 4096 or self.reference_clips > 65536 or self.batch_size > 4096 or self.gl_iters > 1000
+                or self.reference_steps > 1024 or max(self.steps, default=1) > 1024):
+            problems.append("upper bounds (counts that allocate up front): -k <= 4096, reference clips <= 65536, "
+                            "batch size <= 4096, Griffin-Lim iterations <= 1000, steps <= 1024")
         if problems:
             raise ConfigError("invalid evaluation settings: " + "; ".join(problems))
 

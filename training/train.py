@@ -118,6 +118,9 @@ class TrainConfig(JsonConfig):
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "preview_clips", "preview_steps"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name.replace('_', '-')} must be >= 1")
+        for name, limit in MAX_COUNTS.items():  # counts that allocate up front: a typo must not exhaust memory
+            if int(getattr(self, name)) > limit:
+                problems.append(f"{name.replace('_', '-')} must be <= {limit}")
         if self.warmup_steps < 0 or self.preview_every < 0 or self.keep_every < 0:
             problems.append("warmup-steps, preview-every and keep-every must be >= 0")
         if self.keep_every and self.keep_every % self.checkpoint_every:
@@ -140,10 +143,13 @@ class TrainConfig(JsonConfig):
             problems.append(f"time-sampling must be one of {', '.join(TIME_SAMPLINGS)}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be one of {', '.join(PRECISIONS)}")
-        if self.threads is not None and self.threads < 1:
-            problems.append("threads must be >= 1")
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            problems.append("threads must be in 1..1024")
         if problems:
             raise ConfigError("invalid training settings: " + "; ".join(problems))
+
+
+MAX_COUNTS = {"batch_size": 4096, "preview_clips": 64, "preview_steps": 1024, "steps": 10**9}
 
 
 @dataclass

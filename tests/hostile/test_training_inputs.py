@@ -254,3 +254,33 @@ def test_a_run_record_of_the_wrong_shape_is_one_error(cache: Path, tmp_path: Pat
     guard = Guard(tmp_path)
     assert "run file" in error_line(train(cache, out, "--resume", steps=3))
     guard.unchanged()
+
+
+TRAINING_COUNT_CASES: dict[str, tuple[str, list[object], str]] = {
+    "train --batch-size 1e9": ("train", ["--batch-size", 10**9], "batch-size must be <="),
+    "train --steps 1e21": ("train", ["--steps", 10**21], "steps must be <="),
+    "train --preview-clips 1e9": ("train", ["--preview-clips", 10**9, "--preview-every", 1], "preview-clips must be <="),
+    "train --threads 1e5": ("train", ["--threads", 10**5], "threads must be in"),
+    "train --lr nan": ("train", ["--lr", "nan"], "lr must be a positive number"),
+    "distill --batch-size 1e9": ("distill", ["--batch-size", 10**9], "batch size must be <="),
+    "distill --from-steps 2^40": ("distill", ["--from-steps", 2**40, "--to-steps", 1], "from-steps <="),
+    "distill --lr nan": ("distill", ["--lr", "nan"], "learning rate must be positive"),
+    "eval -k 1e9": ("eval", ["-k", 10**9], "-k <= 4096"),
+    "eval --gl-iters 1e12": ("eval", ["--gl-iters", 10**12], "Griffin-Lim iterations <= 1000"),
+    "eval --threads 1e5": ("eval", ["--threads", 10**5], "--threads must be in"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAINING_COUNT_CASES))
+def test_hostile_training_counts(teacher_master: Path, cache: Path, tmp_path: Path, case: str) -> None:
+    command, args, fragment = TRAINING_COUNT_CASES[case]
+    guard = Guard(tmp_path)
+    if command == "train":
+        base = ["--data", cache, "--out", tmp_path / "run", "--preset", "tiny", "--no-progress"]
+        result = invoke(train_app, *base, *(["--steps", 1] if "--steps" not in args else []), *args)
+    elif command == "distill":
+        result = invoke(distill_app, "--teacher", teacher_master, "--data", cache, "--out", tmp_path / "d", *args)
+    else:
+        result = invoke(eval_app, "--teacher", teacher_master, "--data", cache, "--out", tmp_path / "e", *args)
+    assert fragment in error_line(result)
+    guard.unchanged()
