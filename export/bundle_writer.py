@@ -8,7 +8,6 @@ failed export leaves nothing behind and an existing bundle is replaced only with
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil

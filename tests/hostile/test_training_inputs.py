@@ -6,7 +6,6 @@ nothing the command does not own changes."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
