@@ -16,7 +16,7 @@ import soundfile as sf
 import soxr
 
 from pdd.runtime.errors import AudioError
-from pdd.runtime.fileio import atomic_write_bytes
+from pdd.runtime.fileio import atomic_write_bytes, os_reason
 from pdd.runtime.untrusted import printable
 
 # What an input file may claim: rates from 2 kHz (old speech recordings) to 768 kHz (the highest any converter ships),
@@ -39,6 +39,11 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> np.ndarray:
         raise AudioError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
+    try:  # libsndfile reports a permission problem as "System error."; the OS says it plainly
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot be read ({os_reason(exc)})") from None
     check_audio_header(path)
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)

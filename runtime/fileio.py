@@ -47,11 +47,15 @@ _OS_REASONS = {
 }
 
 
+def os_reason(exc: OSError) -> str:
+    """Why an OSError happened, in plain words ("the disk is full", "permission denied")."""
+    return _OS_REASONS.get(exc.errno or -1) or exc.strerror or str(exc) or type(exc).__name__
+
+
 def describe_os_error(exc: OSError) -> str:
-    """An OSError in plain words ("the disk is full"), naming the file where the OS did."""
-    reason = _OS_REASONS.get(exc.errno or -1) or exc.strerror or str(exc) or type(exc).__name__
+    """An OSError in plain words, naming the file where the OS did: "the disk is full (/data/run/log.jsonl)"."""
     where = f" ({printable(exc.filename)})" if getattr(exc, "filename", None) else ""
-    return f"{reason}{where}"
+    return f"{os_reason(exc)}{where}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -371,6 +375,6 @@ def _delete_own_files(out: Path, own_files: Callable[[Path], Iterable[Path]]) ->
 
 __all__ = [
     "AtomicFile", "LEDGER_NAME", "append_line", "atomic_write_bytes", "atomic_write_text", "claim_output_folder",
-    "deferred_interrupts", "describe_os_error", "ensure_writable_dir", "files_below", "note_written", "remove_stale_temps",
+    "deferred_interrupts", "describe_os_error", "os_reason", "ensure_writable_dir", "files_below", "note_written", "remove_stale_temps",
     "write_json_atomic",
 ]
