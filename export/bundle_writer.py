@@ -161,7 +161,10 @@ def foreign_bundle_files(out: Path) -> list[Path]:
 def read_eval_json(path: Path) -> dict[str, Any]:
     if not Path(path).is_file():
         raise ExportError(f"--eval-json {path}: no such file")
-    data = load_json(path, "--eval-json", ExportError)  # size-capped; bad UTF-8 or deep nesting is one error
+    try:
+        data = load_json(path, "--eval-json", ExportError)  # size-capped; bad UTF-8 or deep nesting is one error
+    except ExportError as exc:
+        raise ExportError(f"--eval-json {path}: not a readable JSON file ({exc})") from None
     if not isinstance(data, dict):
         raise ExportError(f"--eval-json {path}: expected a JSON object (pdd-eval's output)")
     return data
