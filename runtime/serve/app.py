@@ -68,7 +68,9 @@ def create_app(service: Service) -> FastAPI:
         try:
             yield
         finally:
-            await asyncio.to_thread(service.close)
+            await asyncio.to_thread(service.close)  # every admitted request is answered before this returns
+            health = service.health()
+            log_line(f"stopped after {health['requests_served']} clip(s) served, {health['failed']} failed")
 
     app = FastAPI(title="pdd-serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     bad_requests = {"count": 0}
