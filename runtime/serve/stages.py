@@ -113,19 +113,25 @@ class BatchPolicy:
     def __init__(self, exact: bool) -> None:
         self.exact = exact
         self._verdicts: dict[tuple[str, Hashable, int], bool] = {}
+        self._lock = threading.Lock()  # the sampler, vocoder and HTTP threads all read it
 
     def verdict(self, stage: str, key: Hashable, size: int) -> bool | None:
-        return True if not self.exact else self._verdicts.get((stage, key, size))
+        with self._lock:
+            return True if not self.exact else self._verdicts.get((stage, key, size))
 
     def verdicts(self, stage: str, key: Hashable) -> list[bool]:
         """Every size measured so far for this stage and key."""
-        return [ok for (s, k, _), ok in self._verdicts.items() if s == stage and k == key]
+        with self._lock:
+            return [ok for (s, k, _), ok in self._verdicts.items() if s == stage and k == key]
 
     def record(self, stage: str, key: Hashable, size: int, identical: bool) -> None:
-        self._verdicts[(stage, key, size)] = identical
+        with self._lock:
+            self._verdicts[(stage, key, size)] = identical
 
     def summary(self) -> dict[str, bool]:
-        return {f"{stage} {key} x{size}": ok for (stage, key, size), ok in sorted(self._verdicts.items(), key=str)}
+        with self._lock:
+            items = sorted(self._verdicts.items(), key=str)
+        return {f"{stage} {key} x{size}": ok for (stage, key, size), ok in items}
 
 
 def run_rows(
