@@ -100,7 +100,8 @@ def export(
 
 def _print_report(report: Any, human_size: Callable[[int], str]) -> None:
     print(f"wrote {printable(report.out)} in {report.seconds:.1f} s ({', '.join(report.graphs)})")
-    print("  time: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.stage_seconds.items()))
+    if report.stage_seconds:
+        print("  time: " + ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in report.stage_seconds.items()))
     for relpath, size in report.files.items():
         print(f"  {relpath:<40} {human_size(size):>10}")
     print(f"  {'total':<40} {human_size(sum(report.files.values())):>10}")

@@ -13,6 +13,7 @@ numpy inverse against the PyTorch waveform.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.neural_vocoder import spectrum_to_audio
-from pdd.export.graphs import EXAMPLE_BATCH, assert_batch_is_dynamic, export_graph
+from pdd.export.graphs import EXAMPLE_BATCH, WeightStore, assert_batch_is_dynamic, export_graph, io_specs, save_with_shared_weights
 from pdd.export.parity import Parity, compare, run_graph
 from pdd.export.vocoder import GriffinLimVocoder
 from pdd.training.vocoder import MelVocoder, VocoderInfo, parameter_count
@@ -31,6 +32,7 @@ from pdd.training.vocoder import MelVocoder, VocoderInfo, parameter_count
 VOCODER_FOLD_LIMIT = 16384  # as the Griffin-Lim graph: DFT bases stay ops, not megabytes of constants
 SPECTRUM_GRAPH = "neural_vocoder"
 WAVE_GRAPH = "neural_vocoder_wave"
+WEIGHTS_FILE = "neural_vocoder.onnx.data"  # both graphs' weights, stored once
 
 
 class NeuralVocoderGraph(nn.Module):
@@ -113,5 +115,51 @@ def decode_entry(info: VocoderInfo, vocoder: MelVocoder, checkpoint: Path, sha25
     }
 
 
-__all__ = ["NeuralVocoderGraph", "NeuralVocoderWaveGraph", "golden_outputs", "export_graphs", "runtime_decode", "decode_entry",
+@dataclass
+class NeuralParts:
+    """Everything a bundle gets from a vocoder checkpoint: graphs, golden tensors (whole batch), parity, decode entry."""
+
+    protos: dict[str, onnx.ModelProto]
+    golden: dict[str, np.ndarray]
+    parity: list[Parity]
+    decode: dict[str, Any]
+    graphs: dict[str, Any] = field(default_factory=dict)  # manifest graph entries, filled by `write_parts`
+
+
+def build_parts(vocoder_ckpt: Path, audio: AudioConfig, x0: np.ndarray, *, with_wave: bool = True) -> NeuralParts:
+    """Load the checkpoint (refused if made for another audio preset), export and check its graphs on golden `x0`."""
+    from pdd.runtime.bundle import sha256_file
+    from pdd.training.vocoder_train import load_vocoder
+
+    vocoder, info = load_vocoder(vocoder_ckpt, audio)
+    golden = golden_outputs(vocoder, x0)
+    protos, parity = export_graphs(vocoder, golden, with_wave=with_wave)
+    if not with_wave:  # the PyTorch waveform served as the numpy decode's reference only
+        golden = {k: v for k, v in golden.items() if not k.startswith(f"{WAVE_GRAPH}.")}
+    decode = decode_entry(info, vocoder, Path(vocoder_ckpt), sha256_file(vocoder_ckpt), with_wave)
+    decode["external_data"] = WEIGHTS_FILE
+    return NeuralParts(protos, golden, parity, decode)
+
+
+def write_parts(parts: NeuralParts, folder: Path) -> None:
+    """Save the graphs (weights once, in WEIGHTS_FILE) and fill `parts.graphs` with their manifest entries."""
+    store = WeightStore(folder / WEIGHTS_FILE)
+    for name, proto in parts.protos.items():
+        save_with_shared_weights(proto, folder / f"{name}.onnx", store)
+        inputs, outputs = io_specs(proto)
+        parts.graphs[name] = {"file": f"{name}.onnx", "inputs": inputs, "outputs": outputs}
+
+
+def golden_to_store(golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The first item only, and the spectrum in float16 (3.1 MB → 1.6 MB per item at n_fft 2048): its rounding, at most
+    2⁻¹¹ of a value, stays under half the verify tolerance of 1e-3 of the peak."""
+    stored = {}
+    for key, value in golden.items():
+        if key.startswith((f"{SPECTRUM_GRAPH}.", f"{WAVE_GRAPH}.")):
+            value = value[:1]
+            stored[key] = value.astype(np.float16) if key == f"{SPECTRUM_GRAPH}.spectrum" else value
+    return stored
+
+
+__all__ = ["NeuralParts", "build_parts", "write_parts", "golden_to_store", "WEIGHTS_FILE","NeuralVocoderGraph", "NeuralVocoderWaveGraph", "golden_outputs", "export_graphs", "runtime_decode", "decode_entry",
            "SPECTRUM_GRAPH", "WAVE_GRAPH"]

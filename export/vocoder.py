@@ -11,6 +11,7 @@ The phase initialisation is an input, so the graph is deterministic and reproduc
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -23,6 +24,12 @@ from pdd.runtime.mel import mel_pseudo_inverse, reference_power
 from pdd.runtime.pack import unsnake_index
 from pdd.runtime.silence import DEFAULT_GATE, SilenceGate, gate_power
 from pdd.runtime.spectral import StftPlan
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+    from pdd.export.parity import Parity
 
 
 class GriffinLimVocoder(nn.Module):
@@ -143,3 +150,27 @@ class GriffinLimVocoder(nn.Module):
         mel = self.unpack(x0)
         magnitude = self.magnitude(gate_power(self.denormalize(mel), mel, self.gate))
         return self.griffin_lim(magnitude, phase0)
+
+
+def export_gl_vocoder(audio: AudioConfig, x0: "np.ndarray", phase0: "np.ndarray", *, n_iter: int, momentum: float,
+                      gate: SilenceGate | None = DEFAULT_GATE) -> tuple["onnx.ModelProto", "np.ndarray", list["Parity"]]:
+    """The Griffin-Lim graph for `audio`, its PyTorch golden waveform for (x0, phase0), and its parity against PyTorch and
+    the runtime's numpy Griffin-Lim (ExportError when either fails)."""
+    from pdd.export.bundle_writer import VOCODER_FOLD_LIMIT, ExportError
+    from pdd.export.graphs import EXAMPLE_BATCH, assert_batch_is_dynamic, export_graph
+    from pdd.export.parity import compare, numpy_vocoder, run_graph
+
+    module = GriffinLimVocoder(audio, n_iter=n_iter, momentum=momentum, gate=gate).eval()
+    with torch.no_grad():
+        want = module(torch.from_numpy(x0), torch.from_numpy(phase0)).numpy()
+    examples = (torch.zeros(EXAMPLE_BATCH, *audio.packed_shape), torch.zeros(EXAMPLE_BATCH, audio.n_freqs, audio.frames))
+    proto = export_graph(module, examples, ["x0", "phase0"], ["waveform"], fold_limit=VOCODER_FOLD_LIMIT)
+    proto.graph.name = "vocoder"
+    assert_batch_is_dynamic(proto)
+    got = run_graph(proto, {"x0": x0, "phase0": phase0})["waveform"]
+    checks = [compare("vocoder", "fp32", "torch", got, want),
+              compare("vocoder", "fp32", "numpy", got, numpy_vocoder(x0, phase0, audio, n_iter, momentum, gate))]
+    failed = [p for p in checks if not p.passed]
+    if failed:
+        raise ExportError("Griffin-Lim graph parity failed: " + "; ".join(p.describe() for p in failed))
+    return proto, want, checks

@@ -289,7 +289,7 @@ def train_vocoder(out: str | os.PathLike[str], given: dict[str, Any], *, resume:
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(step, config.warmup, config.steps, config.min_lr_ratio)
             loss, parts = criterion(model.waveform(noisy, wave_t.shape[-1]), wave_t, mel_t)
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(float(loss.detach())):
                 where = f"the last good checkpoint (step {last_good}) is kept" if last_good is not None else "no checkpoint yet"
                 bad_data = "" if np.all(np.isfinite(mels)) and np.all(np.isfinite(waves)) else " (the batch itself holds NaN/inf)"
                 raise VocoderNonFinite(f"loss is {float(loss)} at step {step}{bad_data}; {where}; try a lower --lr")
@@ -297,13 +297,15 @@ def train_vocoder(out: str | os.PathLike[str], given: dict[str, Any], *, resume:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            # EMA with the usual warm-up (decay (1+k)/(10+k) until it reaches --ema), so short runs export trained weights.
+            decay = min(config.ema, (1.0 + step) / (10.0 + step))
             with torch.no_grad():
                 for target, source in zip(ema.parameters(), model.parameters()):
-                    target.lerp_(source, 1.0 - config.ema)
+                    target.lerp_(source, 1.0 - decay)
             step += 1
             window_steps += 1
             rate = window_steps / max(time.perf_counter() - window_started, 1e-9)
-            bar.update(step, float(loss), rate)
+            bar.update(step, float(loss.detach()), rate)
             if step % config.log_every == 0 or step == config.steps:
                 _append_log(out / LOG_FILE, {"step": step, "loss": round(float(loss), 6), **{k: round(v, 6) for k, v in parts.items()},
                                              "lr": optimizer.param_groups[0]["lr"], "it_s": round(rate, 3)})
@@ -334,8 +336,7 @@ def write_preview(model: MelVocoder, stream: SegmentStream, path: Path) -> None:
 
 
 def _append_log(path: Path, entry: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry) + "\n")
+    fileio.append_line(path, json.dumps(entry))  # recorded in the run's ledger: --force may remove it
 
 
 def _truncate_log(path: Path, step: int) -> None:
