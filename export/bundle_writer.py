@@ -211,6 +211,10 @@ def export_bundle(options: ExportOptions, progress: Callable[[str], None] | None
         preflight(options.precision)  # no TensorRT or no GPU: say so before minutes of export work
     say("loading checkpoint")
     model, info = load_model(options)
+    if options.vocoder_ckpt is not None:  # a vocoder for another preset is refused before minutes of export work
+        from pdd.training.vocoder_train import load_vocoder
+
+        load_vocoder(options.vocoder_ckpt, info.audio)
     out = Path(options.out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out.parent)  # temp folders of exports killed by SIGKILL

@@ -24,12 +24,17 @@ from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.mel import AMIN, mel_filterbank, reference_power
-from pdd.runtime.silence import DEFAULT_GATE, SilenceGate, gated_floor
+from pdd.runtime.silence import SilenceGate, gated_floor
 from pdd.runtime.spectral import StftPlan
 
 # The head's log-magnitude is clamped here before exp: e^7 ≈ 1100 is above the largest bin of a full-scale sine in the
 # unnormalised STFT (window sum / 2 = 512 at n_fft 2048) and keeps exp() finite in fp16 graphs.
 MAX_LOG_MAGNITUDE = 7.0
+
+# The learned vocoder's own gate: it renders quiet detail without hiss, so only values within a few dB of the floor
+# (a model's x̂0 rarely lands exactly on −1) are pulled onto it; Griffin-Lim's gate (pdd.runtime.silence.DEFAULT_GATE)
+# is far more aggressive. Recorded in each checkpoint and manifest, so the runtime applies what training saw.
+VOCODER_GATE = SilenceGate(threshold=-0.9, knee=0.1)
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ class MelVocoder(nn.Module):
     the graph's output without a copy or a transpose.
     """
 
-    def __init__(self, audio: AudioConfig, config: VocoderConfig, gate: SilenceGate | None = DEFAULT_GATE) -> None:
+    def __init__(self, audio: AudioConfig, config: VocoderConfig, gate: SilenceGate | None = VOCODER_GATE) -> None:
         super().__init__()
         self.audio, self.config, self.gate = audio, config, gate
         self.embed = nn.Conv1d(audio.n_mels, config.dim, config.kernel, padding=config.kernel // 2)
@@ -236,6 +241,6 @@ def expected_params(audio: AudioConfig, config: VocoderConfig) -> int:
 
 
 __all__ = [
-    "VocoderConfig", "VOCODER_PRESETS", "vocoder_preset", "MelVocoder", "LogMel", "LossConfig", "VocoderLoss", "VocoderInfo",
+    "VocoderConfig", "VOCODER_GATE", "VOCODER_PRESETS", "vocoder_preset", "MelVocoder", "LogMel", "LossConfig", "VocoderLoss", "VocoderInfo",
     "spectrum_to_wave", "parameter_count", "expected_params", "MAX_LOG_MAGNITUDE",
 ]

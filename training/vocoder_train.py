@@ -30,10 +30,9 @@ from pdd.runtime.config import AudioConfig, get_preset
 from pdd.runtime.errors import AudioError, ConfigError, PddError
 from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.mel import log_mel
-from pdd.runtime.silence import DEFAULT_GATE
 from pdd.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from pdd.training.train import _Progress, lr_factor, plot_loss, read_log, refuse_resume_with_force, resume_changes, step_seed
-from pdd.training.vocoder import LossConfig, MelVocoder, VocoderInfo, VocoderLoss, parameter_count, vocoder_preset
+from pdd.training.vocoder import VOCODER_GATE, LossConfig, MelVocoder, VocoderInfo, VocoderLoss, parameter_count, vocoder_preset
 
 RUN_FILE, CHECKPOINT_FILE, LOG_FILE, LOSS_PNG, PREVIEW_DIR = "run.json", "vocoder.pt", "log.jsonl", "loss.png", "previews"
 CHECKPOINT_KIND = "vocoder"
@@ -243,7 +242,7 @@ def train_vocoder(out: str | os.PathLike[str], given: dict[str, Any], *, resume:
     if threads is not None:
         torch.set_num_threads(threads)
     audio = get_preset(config.audio_preset)
-    info = VocoderInfo(audio, vocoder_preset(config.preset), DEFAULT_GATE)
+    info = VocoderInfo(audio, vocoder_preset(config.preset), VOCODER_GATE)
     torch.manual_seed(config.seed)
     model = MelVocoder(audio, info.config, info.gate)
     ema = MelVocoder(audio, info.config, info.gate)

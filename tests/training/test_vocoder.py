@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from pdd.runtime.config import get_preset
 from pdd.runtime.mel import log_mel
 from pdd.runtime.neural_vocoder import spectrum_to_audio
-from pdd.runtime.silence import DEFAULT_GATE, SilenceGate, gated_floor, silence_gain
+from pdd.runtime.silence import SilenceGate, gated_floor, silence_gain
 from pdd.training.cache import synthetic_piece
 from pdd.training.cli_vocoder import app
-from pdd.training.vocoder import LogMel, MelVocoder, VocoderConfig, expected_params, parameter_count, spectrum_to_wave
+from pdd.training.vocoder import VOCODER_GATE, LogMel, MelVocoder, VocoderConfig, expected_params, parameter_count, spectrum_to_wave
 from pdd.training.vocoder_train import SegmentStream, load_vocoder, train_vocoder
 
 TINY = get_preset("tiny")
@@ -84,7 +84,7 @@ def test_tiny_vocoder_learns_a_synthetic_chord(tmp_path: Path) -> None:
     assert last["step"] == 100
     assert last["mel"] < 0.5 * first["mel"] and last["logmag"] < 0.85 * first["logmag"], (first, last)
     model, info = load_vocoder(ckpt, TINY)
-    assert info.gate == DEFAULT_GATE and info.training["files"] == 2
+    assert info.gate == VOCODER_GATE and info.training["files"] == 2
     # The trained vocoder's audio re-analyses closer to its input mel than an untrained one's does.
     mel = log_mel(synthetic_piece(TINY, 3.0, seed=9), TINY)
     with torch.no_grad():
