@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import torch
 
-from pdd.runtime.bundle import MANIFEST_NAME, load_bundle, schedule_entry, sha256_file, write_manifest
+from pdd.runtime.bundle import MANIFEST_NAME, load_bundle, pack_entry, schedule_entry, sha256_file, write_manifest
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import PddError
 from pdd.runtime.fileio import files_below, remove_stale_temps, temp_prefix
@@ -409,7 +409,7 @@ def _manifest(
     return {
         "name": options.name or Path(options.out).name,
         "audio": info.audio.to_dict(),
-        "pack": {"chunks": info.audio.pack_chunks},
+        "pack": pack_entry(info.audio),
         "schedule": schedule_entry(options.steps, continuous=continuous),
         "parameterization": "v",
         "steps": int(options.steps),

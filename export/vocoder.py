@@ -21,7 +21,7 @@ from pdd.runtime.config import AudioConfig
 from pdd.runtime.griffinlim import _EPS as GL_EPS
 from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM
 from pdd.runtime.mel import mel_pseudo_inverse, reference_power
-from pdd.runtime.pack import unsnake_index
+from pdd.runtime.pack import unpack_index
 from pdd.runtime.silence import DEFAULT_GATE, SilenceGate, gate_power
 from pdd.runtime.spectral import StftPlan
 
@@ -51,7 +51,9 @@ class GriffinLimVocoder(nn.Module):
         self.length = plan.n_samples(audio.frames)
         # Small constants (a permutation of T frames and the (n_freqs, n_mels) pseudo-inverse) are stored; the big DFT bases
         # are not (see module docstring).
-        self.register_buffer("unsnake", torch.from_numpy(unsnake_index(audio.frames, audio.pack_chunks).copy()), persistent=False)
+        # The inverse of the model's pack order (snake or reshape), from the one pack home.
+        unsnake = unpack_index(audio.frames, audio.pack_chunks, audio.pack_order)
+        self.register_buffer("unsnake", torch.from_numpy(unsnake.copy()), persistent=False)
         self.register_buffer("mel_inverse", torch.from_numpy(mel_pseudo_inverse(audio).copy()), persistent=False)
 
     # -- front: the runtime's unpack / denormalize / mel_to_magnitude ---------------------------------------------------

@@ -16,7 +16,7 @@ Manifest schema (every key required unless marked optional)::
     format            "pdd-engine/1" (MANIFEST_FORMAT); another value → BundleError "re-export with this pdd"
     name              bundle name (str)
     audio             AudioConfig.to_dict() of the preset the model was trained on
-    pack              {"chunks": C}                        must equal audio.pack_chunks
+    pack              {"chunks": C[, "order": "reshape"]}  must equal audio.pack_chunks / pack_order (absent = "snake")
     schedule          {"kind": "cosine", "steps": N, "t": [...], "alpha": [...], "sigma": [...]}
                       = pdd.runtime.schedule.grid_coefficients(N) as lists (checked to 1e-6);
                       optional "continuous": true when the denoiser was trained on continuous t (a teacher): loop mode
@@ -342,6 +342,15 @@ def referenced_files(manifest: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def pack_entry(audio: AudioConfig) -> dict[str, Any]:
+    """The manifest's "pack" entry: {"chunks": C}, plus "order" when it is not the snake order (so snake bundles read as
+    they always did)."""
+    entry: dict[str, Any] = {"chunks": audio.pack_chunks}
+    if audio.pack_order != "snake":
+        entry["order"] = audio.pack_order
+    return entry
+
+
 def schedule_entry(steps: int, *, continuous: bool = False) -> dict[str, Any]:
     """The manifest's "schedule" value for an N-step bundle (what export should write)."""
     coeffs = grid_coefficients(steps)
@@ -465,6 +474,10 @@ def _check_audio(manifest: dict[str, Any], path: Path) -> AudioConfig:
     chunks = (manifest.get("pack") or {}).get("chunks")
     if chunks != audio.pack_chunks:
         raise BundleError(f"{path}: pack.chunks {chunks} disagrees with the audio preset ({audio.pack_chunks}); {REEXPORT}")
+    order = (manifest.get("pack") or {}).get("order", "snake")  # absent: the snake order every bundle had before
+    if order != audio.pack_order:
+        raise BundleError(f"{path}: pack.order {printable(repr(order), 40)} disagrees with the audio preset "
+                          f"({audio.pack_order}); {REEXPORT}")
     return audio
 
 

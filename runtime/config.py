@@ -6,11 +6,13 @@ so a model is never fed mels of another shape or scale.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.jsonconfig import JsonConfig
+from pdd.runtime.pack import PACK_MODES, PACK_ORDERS
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,36 @@ class AudioConfig(JsonConfig):
     frames: int = 384
     top_db: float = 80.0
     pack_chunks: int = 3
+    pack_order: str = "snake"  # runtime/pack.py: "snake" (odd chunks reversed) or "reshape" (the ablation)
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        # The default order is left out, so every snake preset serialises exactly as before the field existed (and older
+        # readers, which refuse unknown fields, still load it).
+        data = super().to_dict()
+        if data.get("pack_order") == "snake":
+            del data["pack_order"]
+        return data
+
+    # -- packing variants (the seed's ablations) -----------------------------------------------------------------
+    @property
+    def pack_mode(self) -> str:
+        """"none" when C = 1 (mel bins as channels over all frames), else the pack order."""
+        return "none" if self.pack_chunks == 1 else self.pack_order
+
+    def with_pack_mode(self, mode: str) -> "AudioConfig":
+        """This front end packed another way: "none" → C = 1; "snake"/"reshape" → this preset's C in that order."""
+        if mode not in PACK_MODES:
+            raise ConfigError(f"unknown pack mode {mode!r}; use one of: {', '.join(PACK_MODES)}")
+        if mode == "none":
+            return dataclasses.replace(self, pack_chunks=1, pack_order="snake")
+        return dataclasses.replace(self, pack_order=mode)
+
+    def same_front_end(self, other: "AudioConfig") -> bool:
+        """True when the two presets make the same mels (a cache of one feeds a model of the other), packing aside."""
+        return dataclasses.replace(other, pack_chunks=self.pack_chunks, pack_order=self.pack_order) == self
 
     # -- derived sizes -------------------------------------------------------------------------------------------
     @property
@@ -83,6 +112,8 @@ class AudioConfig(JsonConfig):
             problems.append(f"frames ({self.frames}) must be a positive multiple of pack_chunks ({self.pack_chunks})")
         if self.top_db <= 0:
             problems.append("top_db must be positive")
+        if self.pack_order not in PACK_ORDERS:
+            problems.append(f"pack_order must be one of {', '.join(PACK_ORDERS)}")
         if problems:
             raise ConfigError(f"invalid audio preset {self.name!r}: " + "; ".join(problems))
 

@@ -108,7 +108,8 @@ def mel_to_audio(
 
 def packed_to_audio(x0: np.ndarray, config: AudioConfig, **options: object) -> np.ndarray:
     """A model's packed output (..., C·F, T/C) → waveform: `unpack`, then `mel_to_audio` (same keyword options)."""
-    return mel_to_audio(unpack(np.asarray(x0, dtype=np.float32), config.pack_chunks), config, **options)  # type: ignore[arg-type]
+    mel = unpack(np.asarray(x0, dtype=np.float32), config.pack_chunks, config.pack_order)
+    return mel_to_audio(mel, config, **options)  # type: ignore[arg-type]
 
 
 def spectral_convergence(wave: np.ndarray, magnitude: np.ndarray, config: AudioConfig) -> float:

@@ -33,7 +33,7 @@ from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.untrusted import bounded_int, check_audio_bounds, printable
 from pdd.training.ema import EMA, unwrap
-from pdd.training.unet1d import UNet1D, UNetConfig
+from pdd.training.models import ModelConfig, build_denoiser, model_config_from_dict
 
 CHECKPOINT_FORMAT = "pdd-checkpoint/1"
 KINDS = ("teacher", "student")
@@ -51,7 +51,7 @@ class CheckpointInfo:
 
     kind: str
     audio: AudioConfig
-    model: UNetConfig
+    model: ModelConfig  # a 1D or 2D U-Net config (training/models.py); files without "arch" are 1D
     steps: int | None = None  # a student's sampling-step count; None for a teacher (any step count)
     lineage: list[dict[str, Any]] = field(default_factory=list)  # where it came from, oldest first
     train_step: int = 0
@@ -88,7 +88,7 @@ class CheckpointInfo:
             return cls(
                 kind=data["kind"],
                 audio=AudioConfig.from_dict(dict(data["audio"])),
-                model=UNetConfig.from_dict(dict(data["model"])),
+                model=model_config_from_dict(dict(data["model"])),
                 steps=steps,
                 lineage=[dict(entry) for entry in data.get("lineage", [])],
                 train_step=bounded_int(data.get("train_step", 0), "train_step", 0, MAX_TRAIN_STEP, CheckpointError),
@@ -207,7 +207,7 @@ def read_info(path: str | os.PathLike[str]) -> CheckpointInfo:
     return checkpoint_info(load_checkpoint(path))
 
 
-def check_compatible(info: CheckpointInfo, audio: AudioConfig, model: UNetConfig, what: str = "checkpoint") -> None:
+def check_compatible(info: CheckpointInfo, audio: AudioConfig, model: ModelConfig, what: str = "checkpoint") -> None:
     """Refuse a checkpoint made for another audio preset or model config, naming the first differing fields."""
     if info.audio != audio:
         raise CheckpointError(f"{what} was made for audio preset {info.audio.name!r} {_diff(info.audio.to_dict(), audio.to_dict())}, "
@@ -223,19 +223,19 @@ def _diff(have: dict[str, Any], want: dict[str, Any]) -> str:
     return f"({shown})" if shown else ""
 
 
-def build_model(info: CheckpointInfo, weights: dict[str, torch.Tensor], path: str | os.PathLike[str] = "checkpoint") -> UNet1D:
-    """A UNet1D of the recorded config with `weights` loaded strictly (its size checked against them first)."""
+def build_model(info: CheckpointInfo, weights: dict[str, torch.Tensor], path: str | os.PathLike[str] = "checkpoint") -> nn.Module:
+    """The U-Net (1D or 2D) of the recorded config with `weights` loaded strictly (its size checked against them first)."""
     if not isinstance(weights, dict) or not all(isinstance(w, torch.Tensor) for w in weights.values()):
         raise CheckpointError(f"{path}: the weights are not a dict of tensors")
     held = sum(w.numel() for w in weights.values())
     try:
         with torch.device("meta"):  # count parameters without allocating them
-            needed = sum(p.numel() for p in UNet1D(info.model).parameters())
+            needed = sum(p.numel() for p in build_denoiser(info.model).parameters())
     except (ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{path}: the recorded model config cannot be built ({printable(exc, 200)})") from None
     if needed > held:
         raise CheckpointError(f"{path}: the recorded model config needs {needed} parameters, the file holds {held} values")
-    model = UNet1D(info.model)
+    model = build_denoiser(info.model)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
@@ -243,7 +243,7 @@ def build_model(info: CheckpointInfo, weights: dict[str, torch.Tensor], path: st
     return model
 
 
-def load_denoiser(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[UNet1D, CheckpointInfo]:
+def load_denoiser(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
     """The checkpoint's model with EMA weights when present, in eval mode on `device`, and its info."""
     state = load_checkpoint(path)
     info = checkpoint_info(state)

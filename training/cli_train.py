@@ -24,6 +24,10 @@ start over with --force.
 
   pdd-train --data data/cache-tiny --preset tiny --out runs/t --steps 200 --batch-size 8 --preview-every 100
 
+  pdd-train --data data/cache-paper --arch unet2d --out runs/ablation-2d      (the seed's ablations: docs/ablations.md)
+
+  pdd-train --data data/cache-paper --pack reshape --weighting min-snr --top-width 128 --out runs/ablation-x
+
   torchrun --nproc-per-node 4 -m pdd.training.cli_train --data data/cache-paper --preset paper --out runs/p --batch-size 128
 """
 
@@ -35,7 +39,16 @@ app = make_app(HELP)
 def run(
     out: Path = typer.Option(..., "--out", help="Run folder (created; refused if it holds files, unless --resume/--force)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Mel cache folder from `pdd-data` (required for a new run)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Model preset: tiny, small (default) or paper."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model preset: tiny, small (default) or paper (unet2d: tiny, small)."),
+    arch: Optional[str] = typer.Option(
+        None, "--arch", help="unet1d (mel bins as channels, default) or unet2d (2D convs over the mel image; implies --pack none)."
+    ),
+    pack: Optional[str] = typer.Option(
+        None, "--pack", help="snake (default: odd chunks time-reversed), reshape (chunks stacked as they are) or none (C = 1)."
+    ),
+    top_width: Optional[int] = typer.Option(
+        None, "--top-width", help="Channels of the 1D U-Net's first level (0 = base width, default); e.g. 128 or 192."
+    ),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total optimiser steps [default: 20000]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size [default: 16]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak AdamW learning rate [default: 2e-4]."),
@@ -44,7 +57,10 @@ def run(
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay [default: 0.01]."),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Gradient-norm clip [default: 1.0]."),
     ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="EMA decay of the weights [default: 0.999]."),
-    weighting: Optional[str] = typer.Option(None, "--weighting", help="Loss weight: snr+1 (= v-MSE, default), truncated, snr."),
+    weighting: Optional[str] = typer.Option(
+        None, "--weighting", help="Loss weight: snr+1 (= v-MSE, default), truncated, snr, min-snr (Hang et al. 2023)."
+    ),
+    min_snr_gamma: Optional[float] = typer.Option(None, "--min-snr-gamma", help="γ of --weighting min-snr [default: 5]."),
     time_sampling: Optional[str] = typer.Option(
         None, "--time-sampling", help="continuous (t ~ U(0,1), default) or grid1000 (t = k/1000)."
     ),
@@ -73,6 +89,8 @@ def run(
         ema_decay=ema_decay, weighting=weighting, time_sampling=time_sampling, random_shift=random_shift, seed=seed,
         log_every=log_every, checkpoint_every=checkpoint_every, keep_every=keep_every, preview_every=preview_every,
         preview_clips=preview_clips, preview_steps=preview_steps, precision=precision, device=device, threads=threads,
+        arch=arch, pack=pack if pack is not None or arch != "unet2d" or resume else "none", top_width=top_width,
+        min_snr_gamma=min_snr_gamma,
     )
     launch(out, given, resume=resume, force=force, progress=not no_progress)
 

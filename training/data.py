@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pdd.runtime.config import AudioConfig
 from pdd.runtime.pack import pack
 from pdd.training.cache import MelCache, open_cache
 
@@ -24,11 +25,15 @@ class MelDataset(Dataset):
     neighbour are returned unshifted. The offset is drawn from torch's RNG, so DataLoader worker seeding applies.
     """
 
-    def __init__(self, cache: MelCache | str | os.PathLike[str], split: str = "train", random_shift: bool = False) -> None:
+    def __init__(self, cache: MelCache | str | os.PathLike[str], split: str = "train", random_shift: bool = False,
+                 audio: AudioConfig | None = None) -> None:
         self.cache = cache if isinstance(cache, MelCache) else open_cache(cache)
         self.split = split
         self.random_shift = random_shift
-        self.config = self.cache.config
+        # `audio`: the cache's front end packed another way (AudioConfig.with_pack_mode, the packing ablations).
+        self.config = self.cache.config if audio is None else audio
+        if not self.config.same_front_end(self.cache.config):
+            raise ValueError("MelDataset: the audio preset must be the cache's, packing aside")
         self.clips = self.cache.clips(split)
         self._next_gap = self._frame_gap_to_next_clip()
 
@@ -79,4 +84,4 @@ class MelDataset(Dataset):
                 index += len(self)
             else:
                 raise IndexError(f"index {index} out of range for {len(self)} clips")
-        return torch.from_numpy(pack(self.mel(index), self.config.pack_chunks))
+        return torch.from_numpy(pack(self.mel(index), self.config.pack_chunks, self.config.pack_order))

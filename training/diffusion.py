@@ -22,9 +22,8 @@ from pdd.runtime.errors import ConfigError
 from pdd.runtime.griffinlim import DEFAULT_ITERS, initial_phase, mel_to_audio
 from pdd.runtime.pack import unpack
 from pdd.runtime.plots import save_spectrogram_png
-from pdd.runtime.schedule import alpha_sigma, ddim_sample, diffuse, grid, snr_weight, v_target
-
-WEIGHTINGS = ("snr+1", "truncated", "snr")
+from pdd.runtime.schedule import alpha_sigma, ddim_sample, diffuse, grid, v_target
+from pdd.training.weighting import DEFAULT_MIN_SNR_GAMMA, WEIGHTINGS, v_loss_weight
 TIME_SAMPLINGS = ("continuous", "grid1000")
 GRID_STEPS = 1000  # the seed's "T = 1000 cosine": t = k/1000 on the same schedule
 
@@ -47,12 +46,12 @@ def _per_item(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def v_loss(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor, t: torch.Tensor,
-           noise: torch.Tensor, weighting: str = "snr+1") -> torch.Tensor:
+           noise: torch.Tensor, weighting: str = "snr+1", min_snr_gamma: float = DEFAULT_MIN_SNR_GAMMA) -> torch.Tensor:
     """Weighted denoising loss of a v-predicting model, averaged over the batch.
 
     With x̂ = α·z − σ·v̂ one has x̂ − x = −σ·(v̂ − v), so a weight w(λ) on ‖x̂ − x‖² is w·σ²·‖v̂ − v‖². We compute it in that
     form (no division by σ near t = 0): "snr+1" gives (SNR + 1)·σ² = 1, the plain v-MSE; "truncated" gives max(SNR, 1)·σ²
-    (Salimans & Ho's truncated SNR); "snr" the ε-MSE-equivalent weight.
+    (Salimans & Ho's truncated SNR); "snr" the ε-MSE-equivalent weight; "min-snr" min(SNR, γ)·σ² (training/weighting.py).
     """
     if weighting not in WEIGHTINGS:
         raise ConfigError(f"unknown loss weighting {weighting!r}; use one of: {', '.join(WEIGHTINGS)}")
@@ -62,8 +61,7 @@ def v_loss(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torc
     target = v_target(x0, noise, alpha, sigma)
     v_hat = model(z_t, t)
     per_item = (v_hat.float() - target.float()).pow(2).flatten(1).mean(dim=1)
-    _, sigma_t = alpha_sigma(t.double())
-    weight = (snr_weight(t.double(), weighting) * sigma_t**2).float()
+    weight = v_loss_weight(t.double(), weighting, min_snr_gamma).float()
     return (weight * per_item).mean()
 
 

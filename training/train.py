@@ -53,9 +53,12 @@ from pdd.training.checkpoint import (
     save_checkpoint,
 )
 from pdd.training.data import MelDataset
+from pdd.runtime.pack import PACK_MODES
 from pdd.training.diffusion import TIME_SAMPLINGS, WEIGHTINGS, preview, sample_times, v_loss
 from pdd.training.ema import EMA
-from pdd.training.unet1d import UNET_PRESETS, UNet1D, count_parameters, unet_config
+from pdd.training.models import ARCHS, build_denoiser, presets_of
+from pdd.training.models import model_config as build_model_config
+from pdd.training.unet1d import count_parameters
 
 RUN_FORMAT = "pdd-run/1"
 RUN_FILE = "run.json"
@@ -107,14 +110,29 @@ class TrainConfig(JsonConfig):
     precision: str = "auto"  # auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's choice
+    # The seed's ablations and the teacher-efficiency options (docs/ablations.md); the defaults are the shipped teacher's.
+    arch: str = "unet1d"  # unet1d | unet2d (training/models.py)
+    pack: str = "snake"  # snake | reshape | none (runtime/pack.py; none = C = 1)
+    top_width: int = 0  # width of the 1D U-Net's top level; 0 = base × mult[0]
+    min_snr_gamma: float = 5.0  # γ of --weighting min-snr
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         problems = []
-        if self.preset not in UNET_PRESETS:
-            problems.append(f"unknown model preset {self.preset!r}; choose one of: {', '.join(UNET_PRESETS)}")
+        if self.arch not in ARCHS:
+            problems.append(f"arch must be one of {', '.join(ARCHS)}")
+        elif self.preset not in presets_of(self.arch):
+            problems.append(f"unknown {self.arch} preset {self.preset!r}; choose one of: {', '.join(presets_of(self.arch))}")
+        if self.pack not in PACK_MODES:
+            problems.append(f"pack must be one of {', '.join(PACK_MODES)}")
+        if self.arch == "unet2d" and self.pack != "none":
+            problems.append("the 2D U-Net sees the unpacked mel image: use --pack none with --arch unet2d")
+        if not 0 <= self.top_width <= 4096 or (self.top_width and self.arch != "unet1d"):
+            problems.append("top-width must be in 0..4096 (0 = off) and only applies to --arch unet1d")
+        if not (self.min_snr_gamma > 0 and math.isfinite(self.min_snr_gamma)):
+            problems.append("min-snr-gamma must be a positive number")
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "preview_clips", "preview_steps"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name.replace('_', '-')} must be >= 1")
@@ -536,14 +554,14 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
     per_rank_batch = config.batch_size // world.world
 
     cache = open_cache(config.data)
-    audio: AudioConfig = cache.config
-    model_config = unet_config(config.preset, audio)
-    dataset = MelDataset(cache, split="train", random_shift=config.random_shift)
+    audio: AudioConfig = cache.config.with_pack_mode(config.pack)  # "snake" leaves the cache's preset as it is
+    model_config = build_model_config(config.arch, config.preset, audio, top_channels=config.top_width)
+    dataset = MelDataset(cache, split="train", random_shift=config.random_shift, audio=audio)
     if len(dataset) == 0:
         raise ConfigError(f"{config.data} has no training clips")
 
     torch.manual_seed(config.seed)  # the initial weights: the same on every rank
-    model = UNet1D(model_config).to(device)
+    model = build_denoiser(model_config).to(device)
     ema = EMA(model, decay=config.ema_decay)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -587,7 +605,8 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
         if start_step >= config.steps:
             raise ConfigError(f"{out} is already at step {start_step} of {config.steps}; pass a larger --steps to go on")
 
-    lineage_entry = {"kind": "teacher", "model": config.preset, "data": str(config.data), "train_clips": len(dataset),
+    lineage_entry = {"kind": "teacher", "model": config.preset, "arch": config.arch, "pack": audio.pack_mode,
+                     "data": str(config.data), "train_clips": len(dataset),
                      "train_hours": round(cache.hours("train"), 4), "parameters": count_parameters(model)}
 
     if world.is_main:
@@ -634,7 +653,7 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
 
     if world.is_main and console_print:
         where = f"{world.world} processes" if world.enabled else device_name
-        print(f"pdd-train: model {config.preset} ({count_parameters(model) / 1e6:.2f} M params) on {len(dataset)} clips "
+        print(f"pdd-train: model {config.arch} {config.preset} ({count_parameters(model) / 1e6:.2f} M params) on {len(dataset)} clips "
               f"({audio.name} preset, packed {audio.packed_shape[0]}×{audio.packed_shape[1]}), batch {config.batch_size}, "
               f"{where}, {'fp32' if amp_dtype is None else str(amp_dtype).replace('torch.', '')}; "
               f"steps {start_step}→{config.steps}; run folder {out}")
@@ -656,7 +675,7 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
 
             autocast = torch.autocast(device_kind, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
             with autocast:
-                loss = v_loss(train_model, x0, t, noise, config.weighting)
+                loss = v_loss(train_model, x0, t, noise, config.weighting, config.min_snr_gamma)
             loss_value = loss.detach().float()
             if world.enabled:
                 dist.all_reduce(loss_value)

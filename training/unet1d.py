@@ -51,6 +51,9 @@ class UNetConfig(JsonConfig):
     # A full-rank path from input to output: per-channel, time-gated z and depthwise-filtered z added to v̂. Without it the
     # input conv (C·F → base_channels) has a null space whose noise the network never sees, so DDIM cannot remove it.
     input_skip: bool = True
+    # Width of the top (full-resolution) level and of the input conv; 0 keeps base_channels × channel_mults[0]. The paper
+    # preset packs 384 channels, which the default input conv narrows to 64: a wider top keeps more of them (the ablation).
+    top_channels: int = 0
 
     def __post_init__(self) -> None:
         # Accept lists from JSON but store tuples, so configs hash and compare by value.
@@ -72,7 +75,20 @@ class UNetConfig(JsonConfig):
         return self.base_channels * self.time_embed_mult
 
     def level_channels(self, level: int) -> int:
+        if level == 0 and self.top_channels:
+            return self.top_channels
         return self.base_channels * self.channel_mults[level]
+
+    @property
+    def stem_channels(self) -> int:
+        """Output width of the input conv."""
+        return self.top_channels or self.base_channels
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if not data.get("top_channels"):
+            del data["top_channels"]  # configs without a wide top serialise exactly as before the field existed
+        return data
 
     def validate(self) -> None:
         problems = []
@@ -84,7 +100,9 @@ class UNetConfig(JsonConfig):
             problems.append("num_res_blocks must be >= 1")
         if any(not 0 <= a < max(len(self.channel_mults), 1) for a in self.attention_levels):
             problems.append(f"attention_levels must index levels 0..{len(self.channel_mults) - 1}")
-        widths = [self.base_channels * m for m in self.channel_mults] if self.channel_mults else []
+        if self.top_channels < 0:
+            problems.append("top_channels must be >= 0 (0: base_channels × channel_mults[0])")
+        widths = [self.level_channels(i) for i in range(len(self.channel_mults))] if self.channel_mults else []
         if self.norm_groups <= 0 or any(w % self.norm_groups for w in widths):
             problems.append(f"norm_groups ({self.norm_groups}) must divide every level width {widths}")
         attn_widths = [widths[a] for a in self.attention_levels if 0 <= a < len(widths)]
@@ -280,7 +298,7 @@ class UNet1D(nn.Module):
         self.time_mlp = nn.Sequential(
             nn.Linear(cfg.base_channels, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim)
         )
-        self.input_conv = nn.Conv1d(cfg.in_channels, cfg.base_channels, 3, padding=1)
+        self.input_conv = nn.Conv1d(cfg.in_channels, cfg.stem_channels, 3, padding=1)
 
         def attention_or_identity(level: int, channels: int) -> nn.Module:
             if level in cfg.attention_levels:
@@ -288,8 +306,8 @@ class UNet1D(nn.Module):
             return nn.Identity()
 
         # Encoder: remember every output's width, the decoder consumes them in reverse as skips.
-        skip_widths = [cfg.base_channels]
-        channels = cfg.base_channels
+        skip_widths = [cfg.stem_channels]
+        channels = cfg.stem_channels
         self.down_levels = nn.ModuleList()
         self.downsamples = nn.ModuleList()
         for level in range(cfg.levels):

@@ -90,9 +90,9 @@ def test_tiny_model_learns_in_100_steps(cache: Path, tmp_path: Path) -> None:
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cache: Path, tmp_path: Path, monkeypatch) -> None:
     calls = {"n": 0}
 
-    def poisoned(model, x0, t, noise, weighting="snr+1"):
+    def poisoned(model, x0, t, noise, *weighting):
         calls["n"] += 1
-        loss = v_loss(model, x0, t, noise, weighting)
+        loss = v_loss(model, x0, t, noise, *weighting)
         return loss * float("nan") if calls["n"] == 27 else loss
 
     monkeypatch.setattr(train_module, "v_loss", poisoned)
