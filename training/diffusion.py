@@ -89,7 +89,7 @@ def sample_noise(batch: int, audio: AudioConfig, seed: int, device: torch.device
 def x0_to_mel(x0: torch.Tensor | np.ndarray, audio: AudioConfig) -> np.ndarray:
     """(B, C·F, L) packed model output → (B, n_mels, frames) normalised mel, clipped to [-1, 1]."""
     packed = x0.detach().float().cpu().numpy() if isinstance(x0, torch.Tensor) else np.asarray(x0, dtype=np.float32)
-    return np.clip(unpack(packed, audio.pack_chunks), -1.0, 1.0)
+    return np.clip(unpack(packed, audio.pack_chunks, audio.pack_order), -1.0, 1.0)
 
 
 def mel_to_wave(mel: np.ndarray, audio: AudioConfig, n_iter: int = DEFAULT_ITERS, phase_seed: int | None = 0) -> np.ndarray:
