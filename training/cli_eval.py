@@ -67,11 +67,17 @@ def run(
     seed: int = typer.Option(0, "--seed", help="Seed of the noise (and of the held-out split)."),
     gl_iters: int = typer.Option(DEFAULT_ITERS, "--gl-iters", help="Griffin-Lim iterations."),
     batch_size: int = typer.Option(16, "--batch-size", help="Sampling batch size."),
+    ddpm_steps: int = typer.Option(
+        0, "--ddpm-steps", help="Also a 'teacher DDPM@N' row: ancestral sampling on t = k/N (the paper's baseline: 1000); 0 = off."
+    ),
     fd_bp: bool = typer.Option(True, "--fd-bp/--no-fd-bp", help="Compute FD-BP (needs basic-pitch)."),
     wavs: bool = typer.Option(True, "--wavs/--no-wavs", help="Write every row's clips as WAV."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     force: bool = typer.Option(False, "--force", help="Replace an earlier evaluation in --out (only its own files)."),
+    vocoder_ckpt: Optional[Path] = typer.Option(
+        None, "--vocoder-ckpt", help="Also decode with this learned vocoder: a 'vocoder ceiling' row and each row twice."
+    ),
 ) -> None:
     folder_mode = generated is not None or reference is not None
     model_mode = teacher is not None or bool(students) or data is not None
@@ -92,11 +98,11 @@ def run(
         raise ConfigError("--threads must be in 1..1024")
     settings = EvalSettings(clips=clips, seed=seed, steps=parse_steps(steps), reference_steps=reference_steps,
                             gl_iters=gl_iters, batch_size=batch_size, reference_clips=reference_clips, fd_bp=fd_bp,
-                            wavs=wavs)
+                            wavs=wavs, ddpm_steps=ddpm_steps)
     from pdd.training.evaluate import comparison_line, evaluate_models
 
     result = evaluate_models(teacher, list(students) if students else None, data, out, settings, device=device,
-                             threads=threads, force=force)
+                             threads=threads, force=force, vocoder_ckpt=vocoder_ckpt)
     for entry in result.comparisons:
         print(f"pdd-eval: {comparison_line(entry, reference_steps)}")
     print(f"pdd-eval: wrote {out / 'table.md'}")

@@ -49,7 +49,9 @@ from pdd.runtime.schedule import TEACHER_STEPS
 from pdd.training.metrics import (
     GaussianStats,
     frechet_distance,
+    band_std,
     mel_frame_features,
+    silent_fraction,
     spectral_flux,
     teacher_fidelity,
 )
@@ -75,6 +77,7 @@ class EvalSettings:
     reference_clips: int = 64  # cap on the held-out reference half
     fd_bp: bool = True
     wavs: bool = True
+    ddpm_steps: int = 0  # > 0: a "teacher DDPM@N" row, ancestral sampling on t = k/N (the paper's baseline: 1000)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(sorted({int(s) for s in self.steps}, reverse=True)))
@@ -83,6 +86,8 @@ class EvalSettings:
             problems.append("clips per row (-k) must be >= 2 (a Fréchet distance needs a spread)")
         if not self.steps or min(self.steps) < 1:
             problems.append("steps must be positive integers")
+        if not 0 <= self.ddpm_steps <= 4096:
+            problems.append("DDPM steps must be in 0..4096 (0 = no DDPM row)")
         if self.reference_steps < 1 or self.gl_iters < 0 or self.batch_size < 1 or self.reference_clips < 2:
             problems.append("reference steps, batch size >= 1, Griffin-Lim iterations >= 0, reference clips >= 2")
         if (self.clips > 4096 or self.reference_clips > 65536 or self.batch_size > 4096 or self.gl_iters > 1000
@@ -113,6 +118,8 @@ class Row:
     fidelity_db: float | None = None
     sample_s_per_clip: float | None = None
     vocoder_s_per_clip: float | None = None
+    silent_fraction: float | None = None  # the "busy and flat" statistics (metrics.py), on the row's re-analysed audio
+    band_std: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,6 +144,7 @@ class Scorer:
         result: dict[str, float | None] = {
             "fd_mel": frechet_distance(GaussianStats.from_features(_frame_features(mels, self.config)), self.mel_stats),
             "flux_mean": flux.mean, "flux_std": flux.std, "fd_bp": None,
+            "silent_fraction": silent_fraction(mels, self.config), "band_std": band_std(mels, self.config),
         }
         if self.embedder is not None and waves is not None:
             feats = self.embedder.embed_many(waves, self.config.sample_rate)
@@ -459,6 +467,7 @@ def evaluate_models(
     data: str | os.PathLike[str],
     out: str | os.PathLike[str], settings: EvalSettings = EvalSettings(), *, device: str = "auto",
     threads: int | None = None, force: bool = False, log: Callable[[str], None] = print,
+    vocoder_ckpt: str | os.PathLike[str] | None = None,
 ) -> EvalResult:
     """The quality-vs-steps table for a teacher and the students in `students_dir` (see the module docstring).
 
@@ -478,8 +487,13 @@ def evaluate_models(
     teacher, teacher_info = load_denoiser(teacher_path, device=device_name)
     audio = teacher_info.audio
     students = collect_students(students_dir)
+    neural = None
+    if vocoder_ckpt is not None:  # rows decoded with the learned vocoder beside Griffin-Lim's
+        from pdd.training.vocoder_eval import neural_decoder
+
+        neural = neural_decoder(vocoder_ckpt, audio)
     cache = open_cache(data)
-    if cache.config != audio:
+    if not audio.same_front_end(cache.config):  # packing aside: a --pack reshape/none teacher reads the same cache
         raise ConfigError(f"{data} holds audio preset {cache.config.name!r} but the teacher was trained on {audio.name!r}")
     prepare_out(out, force)
 
@@ -506,6 +520,12 @@ def evaluate_models(
         if real_waves_a is not None:
             write_wavs(out, "real", real_waves_a, audio.sample_rate)
         write_wavs(out, "griffin-lim ceiling", gl_waves_a, audio.sample_rate)
+    if neural is not None:
+        neural_waves_a, neural_seconds = neural(held.mels_a)
+        rows.append(Row("vocoder ceiling", "reference", None, held.mels_a.shape[0], vocoder_s_per_clip=neural_seconds,
+                        **scorer.score(list(neural_waves_a))))
+        if settings.wavs:
+            write_wavs(out, "vocoder ceiling", neural_waves_a, audio.sample_rate)
 
     z1 = sample_noise(settings.clips, audio, settings.seed, device_name)
     log(f"pdd-eval: teacher@{settings.reference_steps} (fidelity reference) …")
@@ -522,6 +542,13 @@ def evaluate_models(
         grid_mels.append((name, mels))
         if settings.wavs:
             write_wavs(out, name, waves, audio.sample_rate)
+        if neural is not None:  # the same x̂0 through the learned vocoder: a "-vocoder" kind keeps comparisons on GL rows
+            neural_waves, neural_seconds = neural(mels)
+            rows.append(Row(f"{name} · vocoder", f"{kind}-vocoder", steps, settings.clips, fidelity_db=fidelity,
+                            sample_s_per_clip=sample_seconds, vocoder_s_per_clip=neural_seconds,
+                            **scorer.score(list(neural_waves))))
+            if settings.wavs:
+                write_wavs(out, f"{name} vocoder", neural_waves, audio.sample_rate)
         r = rows[-1]
         log(f"pdd-eval: {name}: FD-mel {_fmt(r.fd_mel)}, FD-BP {_fmt(r.fd_bp)}, fidelity {_fmt(r.fidelity_db)} dB, "
             f"{_fmt(sample_seconds, 4)} s/clip")
@@ -538,6 +565,12 @@ def evaluate_models(
                 raise CheckpointError(f"{students[n]} was made for audio preset {info.audio.name!r}, not {audio.name!r}")
             x0, seconds = timed_sampling(student, z1, n, settings.batch_size)
             add_row(f"student@{n}", "student", n, x0, seconds)
+    if settings.ddpm_steps:  # the paper's DDPM baseline; its own kind keeps it out of the DDIM-vs-student comparisons
+        from pdd.training.ddpm import timed_ddpm_sampling
+
+        log(f"pdd-eval: teacher DDPM@{settings.ddpm_steps} …")
+        x0, seconds = timed_ddpm_sampling(teacher, z1, settings.ddpm_steps, settings.batch_size, settings.seed)
+        add_row(f"teacher DDPM@{settings.ddpm_steps}", "teacher-ddpm", settings.ddpm_steps, x0, seconds)
     missing = sorted(set(students) - set(settings.steps), reverse=True)
 
     notes = [FAD_NOTE if embedder is not None else (bp_note or ""), held.audio_note,

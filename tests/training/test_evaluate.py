@@ -146,3 +146,26 @@ def test_students_from_several_folders_merge_and_duplicates_are_refused(models, 
             collect_students([tmp_path / "stage2", tmp_path])
     finally:
         (stage2 / "student-1.pt").rename(students / "student-1.pt")
+
+
+def test_vocoder_rows_sit_beside_griffin_lim_and_leave_comparisons_alone(models, tmp_path):
+    from pdd.training.vocoder import VOCODER_GATE, MelVocoder, VocoderConfig, VocoderInfo
+    from pdd.training.checkpoint import CHECKPOINT_FORMAT
+
+    teacher, students, cache = models
+    config = VocoderConfig(name="t", dim=16, intermediate=32, layers=1)
+    info = VocoderInfo(TINY, config, VOCODER_GATE)
+    vocoder = save_checkpoint(tmp_path / "vocoder.pt", {"format": CHECKPOINT_FORMAT, "kind": "vocoder", "info": info.to_dict(),
+                                                         "model": MelVocoder(TINY, config).state_dict()})
+    settings = EvalSettings(clips=3, steps=(2,), reference_steps=4, fd_bp=False, wavs=True)
+    result = evaluate_models(teacher, students, cache, tmp_path / "eval", settings, device="cpu", log=lambda _: None,
+                             vocoder_ckpt=vocoder)
+    names = [r.name for r in result.rows]
+    assert names == ["real vs real", "Griffin-Lim ceiling", "vocoder ceiling", "teacher DDIM@2",
+                     "teacher DDIM@2 · vocoder", "student@2", "student@2 · vocoder"]
+    rows = {r.name: r for r in result.rows}
+    assert rows["vocoder ceiling"].vocoder_s_per_clip > 0 and rows["student@2 · vocoder"].fd_mel > 0
+    assert rows["student@2 · vocoder"].fidelity_db == rows["student@2"].fidelity_db  # same x̂0, other back end
+    assert [c["steps"] for c in result.comparisons] == [2]
+    assert result.comparisons[0]["student_fd_mel"] == rows["student@2"].fd_mel  # Griffin-Lim rows are compared
+    assert len(list((tmp_path / "eval" / "wavs" / "vocoder-ceiling").glob("*.wav"))) >= 2
