@@ -390,15 +390,15 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
     teacher, teacher_info = load_denoiser(teacher_path, device=torch_device)
     teacher_lineage = teacher_info.lineage  # the current round's teacher's (it moves on with every round)
     cache = open_cache(record["data"])
-    if cache.config != teacher_info.audio:
+    if not teacher_info.audio.same_front_end(cache.config):  # packing aside: the data set packs as the teacher did
         raise ConfigError(f"{record['data']} holds audio preset {cache.config.name!r} but the teacher was trained on "
                           f"{teacher_info.audio.name!r}; pass the teacher's own cache with --data")
-    dataset = MelDataset(cache, split="train", random_shift=True)
+    dataset = MelDataset(cache, split="train", random_shift=True, audio=teacher_info.audio)
     if len(dataset) == 0:
         raise ConfigError(f"{record['data']} has no training clips")
     plan = BatchPlan(len(dataset), config.batch_size, Dist(), config.seed)
     # Fixed clips (no random shift) on which every round logs the student's one-step error before and after.
-    unshifted = MelDataset(cache, split="train", random_shift=False)
+    unshifted = MelDataset(cache, split="train", random_shift=False, audio=teacher_info.audio)
     probe = torch.stack([unshifted[i] for i in range(min(4, len(unshifted)))]).to(torch_device)
 
     out.mkdir(parents=True, exist_ok=True)

@@ -182,3 +182,17 @@ def test_cli_variant_flags(cache: Path, tmp_path: Path, one_error_line) -> None:
     assert done.exit_code == 0, done.output
     info = read_info(tmp_path / "f" / "checkpoint.pt")
     assert isinstance(info.model, UNet2DConfig) and info.audio.pack_chunks == 1
+
+
+def test_a_variant_teacher_distils_on_its_own_packing(cache: Path, tmp_path: Path, one_torch_thread) -> None:
+    from pdd.training.cli_distill import app as distill_app  # noqa: PLC0415
+
+    fields = VARIANTS["reshape"]
+    teacher = train(TrainConfig(data=str(cache), steps=10, checkpoint_every=10, **FAST, **fields), tmp_path / "teacher",
+                    progress=False, console_print=False)
+    done = CliRunner().invoke(distill_app, ["--teacher", str(teacher.checkpoint), "--data", str(cache), "--from-steps", "4",
+                                            "--to-steps", "2", "--steps-per-round", "3", "--batch-size", "4", "--threads", "1",
+                                            "--no-progress", "--out", str(tmp_path / "distill")])
+    assert done.exit_code == 0, done.output
+    info = read_info(tmp_path / "distill" / "student-2.pt")
+    assert info.kind == "student" and info.steps == 2 and info.audio.pack_order == "reshape"
