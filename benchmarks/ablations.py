@@ -31,6 +31,7 @@ VARIANTS: dict[str, list[str]] = {
     "batch-32": ["--batch-size", "32"],
 }
 BASE_FLAGS = {"lr": 4e-4, "batch_size": 16}  # as engines/recipes/small-piano.sh
+TABLE_START, TABLE_END = "<!-- ablation table: benchmarks/ablations.py table -->", "<!-- end of ablation table -->"
 METRICS = ("fd_bp", "fd_mel", "flux_mean", "silent_fraction", "band_std", "sample_s_per_clip")
 
 
@@ -209,8 +210,13 @@ def cmd_table(args: argparse.Namespace) -> str:
         metric = "fd_bp" if all(row.get("fd_bp") is not None for _, row, _ in rows) else "fd_mel"
         text += "\n" + stability_line(rows, args.row, tuple(args.check_seed.split(":", 1)), metric)
     out = Path(args.out)
-    if out.exists() and not args.force:
-        fail(f"{out} exists; pass --force to replace it")
+    existing = out.read_text() if out.is_file() else None
+    if existing is not None and TABLE_START in existing and TABLE_END in existing:
+        # docs/ablations.md: only the marked table section is replaced; the prose around it is the authors'.
+        head, rest = existing.split(TABLE_START, 1)
+        text = head + TABLE_START + "\n" + text + rest[rest.index(TABLE_END):]
+    elif existing is not None and not args.force:
+        fail(f"{out} exists and has no {TABLE_START} section; pass --force to replace it")
     out.write_text(text)
     plot_rows(out.with_suffix(".png"), rows)
     print(f"wrote {out} and {out.with_suffix('.png')}")

@@ -65,5 +65,5 @@ rows=()
 for v in $VARIANT_NAMES; do rows+=(--row "$v (DDIM@64)=$A/eval-$v-s0#teacher DDIM@64"); done
 rows+=(--row "base (DDIM@8)=$A/eval-base-s0#teacher DDIM@8" --row "base (DDIM@1024)=$A/eval-base-s0#teacher DDIM@1024"
        --row "base (DDPM@1000)=$A/eval-base-s0#teacher DDPM@1000" --row "base (student@8)=$A/eval-base-s0#student@8")
-python benchmarks/ablations.py table --budget "$A/budget.json" --cost "$A/cost.json" --out "$OUT" --force \
+python benchmarks/ablations.py table --budget "$A/budget.json" --cost "$A/cost.json" --out "$OUT" \
     --check-seed=-s0:-s1 "${rows[@]}"

@@ -68,3 +68,15 @@ def test_a_missing_row_is_one_error_line(tmp_path: Path) -> None:
 
 def test_recipe_script_parses() -> None:
     assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "ablations.sh")]).returncode == 0
+
+
+def test_table_replaces_only_the_marked_section_of_the_page(tmp_path: Path) -> None:
+    write_eval(tmp_path / "eval", {"teacher DDIM@64": 1.0})
+    page = tmp_path / "ablations.md"
+    page.write_text(f"# Title\nprose before\n{ablations.TABLE_START}\nNot measured yet.\n{ablations.TABLE_END}\nprose after\n")
+    ablations.main(["table", "--row", f"base (DDIM@64)={tmp_path}/eval#teacher DDIM@64", "--out", str(page)])
+    text = page.read_text()
+    assert text.startswith("# Title\nprose before\n") and text.endswith(f"{ablations.TABLE_END}\nprose after\n")
+    assert "| base (DDIM@64) |" in text and "Not measured yet." not in text
+    ablations.main(["table", "--row", f"base (DDIM@64)={tmp_path}/eval#teacher DDIM@64", "--out", str(page)])  # again: same
+    assert page.read_text() == text
