@@ -214,6 +214,10 @@ def export_bundle(options: ExportOptions, progress: Callable[[str], None] | None
     if options.vocoder_ckpt is not None:  # a vocoder for another preset is refused before minutes of export work
         from pdd.training.vocoder_train import load_vocoder
 
+        if info.audio.pack_mode != "snake":  # its graphs unpack as the vocoder's own (snake) preset does
+            raise ExportError(f"--vocoder-ckpt: the learned vocoder's graphs unpack snake-packed mels and this model packs "
+                              f"{info.audio.pack_mode!r}; export it without --vocoder-ckpt (Griffin-Lim decodes any packing)")
+
         load_vocoder(options.vocoder_ckpt, info.audio)
     out = Path(options.out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -196,3 +196,16 @@ def test_a_variant_teacher_distils_on_its_own_packing(cache: Path, tmp_path: Pat
     assert done.exit_code == 0, done.output
     info = read_info(tmp_path / "distill" / "student-2.pt")
     assert info.kind == "student" and info.steps == 2 and info.audio.pack_order == "reshape"
+
+
+def test_learned_vocoder_export_refuses_other_packings_in_one_line(tmp_path: Path) -> None:
+    from pdd.export.bundle_writer import ExportError  # noqa: PLC0415
+
+    model, config, audio = variant_model(VARIANTS["reshape"])
+    ckpt = save_checkpoint(tmp_path / "student-2.pt", make_checkpoint_state(
+        model, CheckpointInfo(kind="student", audio=audio, model=config, steps=2)))
+    vocoder = tmp_path / "vocoder.pt"
+    vocoder.write_bytes(b"not read: refused before")
+    with pytest.raises(ExportError, match="packs 'reshape'; export it without --vocoder-ckpt") as caught:
+        export_bundle(ExportOptions(ckpt=ckpt, steps=2, out=tmp_path / "engine", gl_iters=3, vocoder_ckpt=vocoder))
+    assert "\n" not in str(caught.value) and not (tmp_path / "engine").exists()
