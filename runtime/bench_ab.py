@@ -3,6 +3,8 @@ noise hits both arms alike:
 
     sampler_vs_loop          noise → x̂0 with the fused sampler graph vs the denoiser per step with the DDIM update on the host
     numpy_vs_graph_vocoder   x̂0 → waveform with numpy Griffin-Lim vs the vocoder graph on the backend
+    neural_vs_griffin_lim    x̂0 → waveform with the learned vocoder (its graph + numpy inverse STFT, the CPU path) vs
+                             numpy Griffin-Lim behind the silence gate (what `--vocoder neural` and `--vocoder gl` cost)
     griffin_lim_vs_fft_floor numpy Griffin-Lim vs its floor: one rfft + one irfft per iteration, same scipy.fft settings
     threads                  whole requests with the default thread pools vs one thread for onnxruntime and scipy.fft
 
@@ -22,8 +24,9 @@ import numpy as np
 from pdd.runtime.backends import create_backend, physical_cores
 from pdd.runtime.bench_timing import RequestBench, TimedBackend, ab_result, interleaved
 from pdd.runtime.bundle import Bundle
-from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, griffin_lim
+from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, griffin_lim, packed_to_audio
 from pdd.runtime.mel import denormalize, mel_to_magnitude
+from pdd.runtime.neural_vocoder import spectrum_to_audio
 from pdd.runtime.pack import unpack
 from pdd.runtime.sampler import MODES
 from pdd.runtime.spectral import fft_workers
@@ -74,6 +77,7 @@ def side_by_side(bundle: Bundle, backend: TimedBackend, options: BenchOptions, b
     vocoder_result, (iters, momentum) = numpy_vs_graph_vocoder(bundle, backend, options, x0)
     record("numpy_vs_graph_vocoder", vocoder_result)
     gl_iters = options.gl_iters if options.gl_iters is not None else iters
+    record("neural_vs_griffin_lim", neural_vs_griffin_lim(bundle, backend, options, x0, gl_iters, momentum))
     record("griffin_lim_vs_fft_floor", griffin_lim_vs_fft_floor(bundle, x0, options.ab_runs, gl_iters, momentum))
     if backend.device == "cpu" and physical_cores() > 1:
         record("threads", threads_ab(bundle, backend, options, batch))
@@ -121,6 +125,27 @@ def numpy_vs_graph_vocoder(bundle: Bundle, backend: TimedBackend, options: Bench
     result = ab_result(interleaved({"numpy": numpy_gl, "graph": graph_gl}, options.ab_runs), "graph", "numpy")
     result["what"] = f"x̂0 → waveform, Griffin-Lim {iters} it., batch {batch}, {backend.describe()}"
     return result, (iters, momentum)
+
+
+def neural_vs_griffin_lim(bundle: Bundle, backend: TimedBackend, options: BenchOptions, x0: np.ndarray, iters: int,
+                          momentum: float) -> dict[str, Any] | str:
+    if bundle.neural is None:
+        return "the bundle has no learned vocoder (export one with pdd-export --vocoder-ckpt)"
+    audio, batch = bundle.audio, x0.shape[0]
+    backend.prepare(["neural_vocoder"], batch)
+
+    def neural() -> None:
+        spectrum = backend.to_host(backend.run("neural_vocoder", {"x0": x0})["spectrum"])
+        spectrum_to_audio(np.asarray(spectrum), audio)
+        backend.take_calls()
+
+    def gl() -> None:
+        packed_to_audio(x0, audio, n_iter=iters, momentum=momentum, gate=bundle.gl_gate)
+
+    result = ab_result(interleaved({"neural": neural, "griffin_lim": gl}, options.ab_runs), "griffin_lim", "neural")
+    result["what"] = (f"x̂0 → waveform, learned vocoder graph + numpy iSTFT vs numpy Griffin-Lim {iters} it. "
+                      f"(silence gate), batch {batch}, {backend.describe()}")
+    return result
 
 
 def griffin_lim_vs_fft_floor(bundle: Bundle, x0: np.ndarray, runs: int, iters: int, momentum: float) -> dict[str, Any]:
