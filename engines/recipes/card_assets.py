@@ -1,7 +1,10 @@
 """Listening samples for a model card: generate clips with `pdd-run`, keep a few seconds of each as OGG Vorbis with its
 spectrogram PNG, and check each for harmonic structure (so "sounds like music" is measured, not only claimed).
 
-    python engines/recipes/card_assets.py --engine engines/small-piano --seeds 0,1,2,3 --seconds 6
+    python engines/recipes/card_assets.py --engine engines/small-piano --seeds 0,1,2,3 --seconds 6 --vocoders neural,gl
+
+With several back ends each sample is written once per vocoder (seed-N-neural.ogg, seed-N-gl.ogg), so a card can put them
+side by side.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2,3")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--out", default=None, help="default: ENGINE/samples")
+    parser.add_argument("--vocoders", default="auto", help="comma-separated pdd-run --vocoder values (one file each)")
     args = parser.parse_args()
 
     engine = Path(args.engine)
@@ -42,19 +46,22 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rate = bundle.audio.sample_rate
     report = []
-    with tempfile.TemporaryDirectory() as tmp:
+    vocoders = [v for v in args.vocoders.split(",") if v]
+    for vocoder in vocoders:
         for seed in (int(s) for s in args.seeds.split(",")):
-            subprocess.run(
-                [sys.executable, "-m", "pdd.runtime.cli_run", "--engine", str(engine), "-n", "1", "--seed", str(seed),
-                 "--out", tmp, "-q"],
-                check=True,
-            )
-            wave, _ = sf.read(Path(tmp) / f"pdd-{seed}-0.wav", dtype="float32")
+            with tempfile.TemporaryDirectory() as tmp:
+                subprocess.run(
+                    [sys.executable, "-m", "pdd.runtime.cli_run", "--engine", str(engine), "-n", "1", "--seed", str(seed),
+                     "--out", tmp, "-q", "--vocoder", vocoder],
+                    check=True,
+                )
+                wave, _ = sf.read(Path(tmp) / f"pdd-{seed}-0.wav", dtype="float32")
             excerpt = wave[: int(args.seconds * rate)]
-            ogg = out / f"seed-{seed}.ogg"
+            stem = f"seed-{seed}" if len(vocoders) == 1 else f"seed-{seed}-{vocoder}"
+            ogg = out / f"{stem}.ogg"
             sf.write(ogg, excerpt, rate, format="OGG", subtype="VORBIS")
-            save_spectrogram_png(out / f"seed-{seed}.png", log_mel(wave, bundle.audio), bundle.audio, title=f"seed {seed}")
-            report.append({"seed": seed, "file": ogg.name, "seconds": len(excerpt) / rate,
+            save_spectrogram_png(out / f"{stem}.png", log_mel(wave, bundle.audio), bundle.audio, title=f"seed {seed}, {vocoder}")
+            report.append({"seed": seed, "vocoder": vocoder, "file": ogg.name, "seconds": len(excerpt) / rate,
                            "peak_dbfs": float(20 * np.log10(np.abs(wave).max() + 1e-12)),
                            "harmonicity_db": harmonicity(wave, rate)})
     (out / "samples.json").write_text(json.dumps(report, indent=2) + "\n")

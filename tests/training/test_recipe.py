@@ -25,6 +25,7 @@ def test_recipe_is_valid_bash_and_names_only_real_options() -> None:
         "pdd-distill": ["pdd-distill", "--help"],
         "pdd-eval": ["pdd-eval", "--help"],
         "pdd-export": ["pdd-export", "--help"],
+        "pdd-vocoder train": ["pdd-vocoder", "train", "--help"],
     }
     for command, help_cmd in helps.items():
         used = set()
