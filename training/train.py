@@ -124,7 +124,8 @@ class TrainConfig(JsonConfig):
         if self.arch not in ARCHS:
             problems.append(f"arch must be one of {', '.join(ARCHS)}")
         elif self.preset not in presets_of(self.arch):
-            problems.append(f"unknown {self.arch} preset {self.preset!r}; choose one of: {', '.join(presets_of(self.arch))}")
+            problems.append(f"unknown model preset {self.preset!r} for --arch {self.arch}; choose one of: "
+                            f"{', '.join(presets_of(self.arch))}")
         if self.pack not in PACK_MODES:
             problems.append(f"pack must be one of {', '.join(PACK_MODES)}")
         if self.arch == "unet2d" and self.pack != "none":
