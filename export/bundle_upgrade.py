@@ -24,13 +24,14 @@ from pdd.export.bundle_writer import GOLDEN_FILE, ExportError, ExportReport, _in
 from pdd.export.graphs import io_specs, strip_metadata
 from pdd.export.vocoder import export_gl_vocoder
 from pdd.runtime.bundle import load_bundle, referenced_files, write_manifest
+from pdd.runtime.silence import SilenceGate
 
 U_NET_GRAPHS = ("denoiser", "sampler")
 BACK_END_PREFIXES = ("vocoder.", "neural_vocoder.", "neural_vocoder_wave.")
 
 
 def upgrade_bundle(source: Path, out: Path, vocoder_ckpt: Path | None, *, force: bool, name: str | None = None,
-                   progress: Callable[[str], None] | None = None) -> ExportReport:
+                   progress: Callable[[str], None] | None = None, vocoder_gate: SilenceGate | None = None) -> ExportReport:
     started = time.perf_counter()
     say = progress or (lambda message: None)
     if vocoder_ckpt is not None and not Path(vocoder_ckpt).is_file():
@@ -46,7 +47,7 @@ def upgrade_bundle(source: Path, out: Path, vocoder_ckpt: Path | None, *, force:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        report = _build(bundle, golden, vocoder_ckpt, tmp, name, say)
+        report = _build(bundle, golden, vocoder_ckpt, tmp, name, say, vocoder_gate)
         _install(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -56,7 +57,7 @@ def upgrade_bundle(source: Path, out: Path, vocoder_ckpt: Path | None, *, force:
 
 
 def _build(bundle: Any, golden: dict[str, np.ndarray], vocoder_ckpt: Path | None, tmp: Path, name: str | None,
-           say: Callable[[str], None]) -> ExportReport:
+           say: Callable[[str], None], vocoder_gate: SilenceGate | None = None) -> ExportReport:
     audio = bundle.audio
     manifest = copy.deepcopy(bundle.manifest)
     for graph in U_NET_GRAPHS:  # the U-Net side travels unchanged
@@ -84,7 +85,7 @@ def _build(bundle: Any, golden: dict[str, np.ndarray], vocoder_ckpt: Path | None
         from pdd.export.neural_vocoder import build_parts, golden_to_store, write_parts
 
         say("exporting the learned vocoder")
-        neural = build_parts(Path(vocoder_ckpt), audio, x0)
+        neural = build_parts(Path(vocoder_ckpt), audio, x0, gate=vocoder_gate)
         parity.extend(neural.parity)
         write_parts(neural, tmp)
         manifest["graphs"].update(neural.graphs)

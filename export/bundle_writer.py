@@ -29,7 +29,7 @@ from pdd.runtime.fileio import files_below, remove_stale_temps, temp_prefix
 from pdd.runtime.untrusted import is_inside, load_json, printable
 from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, initial_phase
 from pdd.runtime.schedule import TEACHER_STEPS
-from pdd.runtime.silence import DEFAULT_GATE
+from pdd.runtime.silence import DEFAULT_GATE, SilenceGate
 from pdd.export.graphs import (
     EXAMPLE_BATCH,
     OPSET,
@@ -76,6 +76,7 @@ class ExportOptions:
     trt_max_batch: int = 8
     seed: int = GOLDEN_SEED
     vocoder_ckpt: Path | None = None  # a `pdd-vocoder train` checkpoint: the bundle also gets the learned vocoder
+    vocoder_gate: SilenceGate | None = None  # its silence gate; None: the one it was trained with
 
 
 @dataclass
@@ -315,7 +316,7 @@ def _build(options: ExportOptions, model: torch.nn.Module, info: Any, tmp: Path,
         from pdd.export.neural_vocoder import build_parts
 
         say("exporting the learned vocoder")
-        neural = build_parts(Path(options.vocoder_ckpt), audio, golden["vocoder.x0"])
+        neural = build_parts(Path(options.vocoder_ckpt), audio, golden["vocoder.x0"], gate=options.vocoder_gate)
         parity.extend(neural.parity)
 
     # -- files ------------------------------------------------------------------------------------------------------------

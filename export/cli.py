@@ -50,6 +50,7 @@ def export(
     ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="Teacher or student checkpoint written by pdd-train / pdd-distill."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps: a student's own count, or any count for a teacher."),
     vocoder_ckpt: Optional[Path] = typer.Option(None, "--vocoder-ckpt", help="Also ship the learned vocoder of this `pdd-vocoder train` checkpoint (the default back end then)."),
+    vocoder_gate: Optional[str] = typer.Option(None, "--vocoder-gate", help="THRESHOLD,KNEE: the learned vocoder's silence gate (default: the one it was trained with)."),
     from_bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Instead of --ckpt: rebuild the back end of this existing bundle (U-Net graphs copied)."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to create (e.g. engines/NAME)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out (and --triton) folder."),
@@ -63,13 +64,17 @@ def export(
 ) -> None:
     from pdd.export.bundle_writer import MAX_UNROLLED_STEPS, PRECISIONS, ExportError, ExportOptions, export_bundle, human_size
 
+    gate = parse_gate(vocoder_gate)
+    if gate is not None and vocoder_ckpt is None:
+        raise ExportError("--vocoder-gate sets the learned vocoder's gate; pass --vocoder-ckpt too")
     say = lambda message: print(f"pdd-export: {message}", file=sys.stderr, flush=True)  # noqa: E731
     if from_bundle is not None:
         if ckpt is not None or steps is not None or trt or triton is not None or precision != "fp32":
             raise ExportError("--from-bundle rebuilds only the back end: it takes --vocoder-ckpt, --out, --force and --name")
         from pdd.export.bundle_upgrade import upgrade_bundle
 
-        _print_report(upgrade_bundle(from_bundle, out, vocoder_ckpt, force=force, name=name, progress=say), human_size)
+        _print_report(upgrade_bundle(from_bundle, out, vocoder_ckpt, force=force, name=name, progress=say,
+                                     vocoder_gate=gate), human_size)
         return
     if ckpt is None or steps is None:
         raise ExportError("pass --ckpt and --steps (or --from-bundle DIR to rebuild an existing bundle's back end)")
@@ -88,6 +93,7 @@ def export(
     options = ExportOptions(
         ckpt=ckpt, steps=steps, out=out, force=force, precision=precision, gl_iters=gl_iters, name=name,
         eval_json=eval_json, trt=trt, trt_max_batch=trt_max_batch, vocoder_ckpt=vocoder_ckpt,
+        vocoder_gate=gate,
     )
     report = export_bundle(options, progress=say)
     _print_report(report, human_size)
@@ -96,6 +102,22 @@ def export(
 
         names = write_repository(report.out, triton, force=force, max_batch=trt_max_batch, trt_key=report.trt_key)
         print(f"wrote Triton repository {printable(triton)} ({', '.join(names)})")
+
+
+def parse_gate(text: str | None) -> Any:
+    """--vocoder-gate "THRESHOLD,KNEE" (normalised mel units) → SilenceGate, or None."""
+    from pdd.export.bundle_writer import ExportError
+    from pdd.runtime.errors import ConfigError
+    from pdd.runtime.silence import SilenceGate
+
+    if text is None:
+        return None
+    try:
+        threshold, knee = (float(part) for part in text.split(","))
+        return SilenceGate(threshold, knee)
+    except (ValueError, ConfigError) as exc:
+        raise ExportError(f"--vocoder-gate must be THRESHOLD,KNEE with threshold in [-1, 1) and knee in (0, 2], "
+                          f"got {text[:40]!r} ({exc})") from None
 
 
 def _print_report(report: Any, human_size: Callable[[int], str]) -> None:

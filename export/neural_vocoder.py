@@ -24,6 +24,7 @@ from torch import nn
 
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.neural_vocoder import spectrum_to_audio
+from pdd.runtime.silence import SilenceGate
 from pdd.export.graphs import EXAMPLE_BATCH, WeightStore, assert_batch_is_dynamic, export_graph, io_specs, save_with_shared_weights
 from pdd.export.parity import Parity, compare, run_graph
 from pdd.export.vocoder import GriffinLimVocoder
@@ -126,12 +127,18 @@ class NeuralParts:
     graphs: dict[str, Any] = field(default_factory=dict)  # manifest graph entries, filled by `write_parts`
 
 
-def build_parts(vocoder_ckpt: Path, audio: AudioConfig, x0: np.ndarray, *, with_wave: bool = True) -> NeuralParts:
-    """Load the checkpoint (refused if made for another audio preset), export and check its graphs on golden `x0`."""
+def build_parts(vocoder_ckpt: Path, audio: AudioConfig, x0: np.ndarray, *, with_wave: bool = True,
+                gate: SilenceGate | None = None) -> NeuralParts:
+    """Load the checkpoint (refused if made for another audio preset), export and check its graphs on golden `x0`.
+
+    `gate` replaces the silence gate the vocoder was trained with (baked into its graphs and recorded in the manifest);
+    None keeps the checkpoint's."""
     from pdd.runtime.bundle import sha256_file
     from pdd.training.vocoder_train import load_vocoder
 
     vocoder, info = load_vocoder(vocoder_ckpt, audio)
+    if gate is not None:
+        vocoder.gate = info.gate = gate
     golden = golden_outputs(vocoder, x0)
     protos, parity = export_graphs(vocoder, golden, with_wave=with_wave)
     if not with_wave:  # the PyTorch waveform served as the numpy decode's reference only
@@ -161,5 +168,5 @@ def golden_to_store(golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return stored
 
 
-__all__ = ["NeuralParts", "build_parts", "write_parts", "golden_to_store", "WEIGHTS_FILE","NeuralVocoderGraph", "NeuralVocoderWaveGraph", "golden_outputs", "export_graphs", "runtime_decode", "decode_entry",
+__all__ = ["NeuralParts", "build_parts", "write_parts", "golden_to_store", "WEIGHTS_FILE", "NeuralVocoderGraph", "NeuralVocoderWaveGraph", "golden_outputs", "export_graphs", "runtime_decode", "decode_entry",
            "SPECTRUM_GRAPH", "WAVE_GRAPH"]

@@ -130,10 +130,12 @@ def test_engine_1_bundles_still_run_and_upgrade_in_place(student_bundle, tmp_pat
     assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
 
     vocoder = make_vocoder_checkpoint(tmp_path / "vocoder.pt")
-    result = runner.invoke(export_app, ["--from-bundle", str(old), "--vocoder-ckpt", str(vocoder), "--out", str(old), "--force"])
+    result = runner.invoke(export_app, ["--from-bundle", str(old), "--vocoder-ckpt", str(vocoder), "--out", str(old), "--force",
+                                        "--vocoder-gate", "-0.8,0.2"])
     assert result.exit_code == 0, result.output
     upgraded = load_bundle(old)
     assert upgraded.format == "pdd-engine/2" and upgraded.default_vocoder == "neural"
+    assert upgraded.neural["silence_gate"] == {"threshold": -0.8, "knee": 0.2}  # the override, baked in and recorded
     for graph in ("denoiser", "sampler"):  # the U-Net side is copied byte for byte
         assert sha256_file(old / f"{graph}.onnx") == sha256_file(student_bundle[0] / f"{graph}.onnx")
     assert upgraded.manifest["provenance"]["back_end"]["from_format"] == "pdd-engine/1"
@@ -166,10 +168,14 @@ def test_bad_vocoder_inputs_are_one_line_and_write_nothing(student_bundle, tiny_
         (["--from-bundle", str(student_bundle[0]), "--out", str(student_bundle[0])], "already exists"),
         (["--from-bundle", str(student_bundle[0]), "--steps", "2", "--out", str(tmp_path / "d")], "only the back end"),
         (["--out", str(tmp_path / "e")], "--ckpt and --steps"),
+        (["--from-bundle", str(student_bundle[0]), "--out", str(tmp_path / "f"), "--vocoder-ckpt", str(paper),
+          "--vocoder-gate", "nan,0.1"], "--vocoder-gate must be THRESHOLD,KNEE"),
+        (["--from-bundle", str(student_bundle[0]), "--out", str(tmp_path / "g"), "--vocoder-gate", "-0.8,0.2"],
+         "pass --vocoder-ckpt too"),
     ]
     for args, fragment in cases:
         assert fragment in _one_error_line(runner.invoke(export_app, args)), args
-    assert not any((tmp_path / name).exists() for name in "abcde")
+    assert not any((tmp_path / name).exists() for name in "abcdefg")
     assert _tree_hashes(student_bundle[0]) == before
 
 
