@@ -23,12 +23,13 @@ import numpy as np
 from pdd.runtime.backends import create_backend
 from pdd.runtime.bench_timing import Stats, interleaved
 from pdd.runtime.bundle import Bundle, load_bundle
+from pdd.runtime.errors import PddError
 from pdd.runtime.fileio import atomic_write_text, write_json_atomic
 from pdd.runtime.griffinlim import initial_phase, packed_to_audio
-from pdd.runtime.pack import pack, unpack
+from pdd.runtime.pack import pack
 from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings
 from pdd.training.cache import open_cache
-from pdd.training.evaluate import Scorer, held_out_sets, load_embedder
+from pdd.training.evaluate import held_out_scorer
 
 
 def decoders(bundle: Bundle, backend) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
@@ -55,13 +56,7 @@ def main() -> None:
 
     cache = open_cache(args.cache)
     audio = cache.config
-    held = held_out_sets(cache, args.k, 64, seed=0)
-    if held.waves_a is None:
-        raise SystemExit("error: the cache's source audio is missing; the reference needs the original audio")
-    embedder, note = load_embedder(True)
-    if embedder is None:
-        raise SystemExit(f"error: {note}")
-    scorer = Scorer(audio, [held.mels_b], list(held.waves_b), embedder)
+    held, scorer = held_out_scorer(cache, args.k)
     bundle = load_bundle(args.engine)
     rows: list[dict] = [{"row": "real vs real", **scorer.score_mels([held.mels_a], list(held.waves_a))}]
     with create_backend("ort", bundle, device="cpu") as backend:
@@ -101,4 +96,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PddError as exc:
+        raise SystemExit(f"error: {exc}") from None

@@ -19,13 +19,14 @@ import numpy as np
 
 from pdd.runtime.backends import create_backend
 from pdd.runtime.bundle import load_bundle
+from pdd.runtime.errors import PddError
 from pdd.runtime.fileio import atomic_write_text, write_json_atomic
 from pdd.runtime.griffinlim import initial_phase, mel_to_audio
 from pdd.runtime.pack import unpack
 from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings
 from pdd.runtime.silence import SilenceGate
 from pdd.training.cache import open_cache
-from pdd.training.evaluate import Scorer, held_out_sets, load_embedder
+from pdd.training.evaluate import held_out_scorer
 
 GRID = [None, (-1.0, 0.02), (-0.95, 0.05), (-0.9, 0.1), (-0.85, 0.1), (-0.8, 0.1), (-0.9, 0.2), (-0.8, 0.2), (-0.7, 0.2),
         (-0.6, 0.2), (-0.5, 0.2), (-0.4, 0.2), (-0.6, 0.4)]
@@ -57,13 +58,7 @@ def main() -> None:
 
     cache = open_cache(args.cache)
     audio = cache.config
-    held = held_out_sets(cache, args.k, 64, seed=0)
-    if held.waves_b is None:
-        raise SystemExit("error: the cache's source audio is missing; the real reference needs it")
-    embedder, note = load_embedder(True)
-    if embedder is None:
-        raise SystemExit(f"error: {note}")
-    scorer = Scorer(audio, [held.mels_b], list(held.waves_b), embedder)
+    held, scorer = held_out_scorer(cache, args.k)
     sets = {"real": held.mels_a, "generated": generated_mels(args.engine, args.k)}
     rows = [{"gate": "real audio", **{f"{k}_{m}": v for k, m, v in
                                        [("real", "fd_bp", scorer.score(list(held.waves_a))["fd_bp"])]}}]
@@ -91,4 +86,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PddError as exc:
+        raise SystemExit(f"error: {exc}") from None

@@ -258,6 +258,18 @@ def held_out_sets(cache: Any, clips: int, reference_clips: int, seed: int) -> He
     return HeldOut(mels_a, mels_b, waves_a, waves_b, by_source, note)
 
 
+def held_out_scorer(cache: Any, clips: int, reference_clips: int = 64, seed: int = 0) -> tuple[HeldOut, Scorer]:
+    """The held-out sets of `cache` and a Scorer (FD-BP + FD-mel) on the reference half's original audio: what the back-end
+    benchmarks score against. ConfigError when the source audio or basic-pitch is missing."""
+    held = held_out_sets(cache, clips, reference_clips, seed)
+    if held.waves_a is None or held.waves_b is None:
+        raise ConfigError(f"{cache.path}: the audio it was made from is gone; the reference needs the original audio")
+    embedder, note = load_embedder(True)
+    if embedder is None:
+        raise ConfigError(note or "FD-BP unavailable")
+    return held, Scorer(cache.config, [held.mels_b], list(held.waves_b), embedder)
+
+
 # -- sampling ---------------------------------------------------------------------------------------------------------------
 
 def timed_sampling(model: Any, z1: Any, steps: int, batch_size: int) -> tuple[np.ndarray, float]:

@@ -221,6 +221,23 @@ def resume_changes(
     return changed
 
 
+def resumed_config(out: Path, checkpoint_name: str, run_name: str, section: str, config_type: Any, given: dict[str, Any],
+                   may_change: frozenset[str]) -> Any:
+    """The config a run folder saved under `section` of its run file, with the allowed changes in `given` applied; a
+    CheckpointError when there is nothing to resume or the run file is not ours, a ConfigError naming refused changes.
+    Shared by every resumable run (teacher, learned vocoder)."""
+    run_file = out / run_name
+    if not (out / checkpoint_name).is_file() or not run_file.is_file():
+        raise CheckpointError(f"nothing to resume in {out}: it has no {checkpoint_name} and {run_name}")
+    fileio.remove_stale_temps(out)  # temps of the killed run
+    try:
+        saved = load_json(run_file, "run file", CheckpointError)
+        config = config_type.from_dict(saved[section])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{run_file} is not a pdd run file ({exc})") from None
+    return dataclasses.replace(config, **resume_changes(out, config, given, may_change))
+
+
 def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: bool = False, force: bool = False) -> TrainConfig:
     """The TrainConfig of the run in `out`: a new one from `given`, or (resume) the saved one with allowed changes applied.
 
@@ -230,16 +247,7 @@ def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: b
     given = {k: v for k, v in given.items() if v is not None}
     refuse_resume_with_force(resume, force)
     if resume:
-        run_file = out / RUN_FILE
-        if not (out / CHECKPOINT_FILE).is_file() or not run_file.is_file():
-            raise CheckpointError(f"nothing to resume in {out}: it has no {CHECKPOINT_FILE} and {RUN_FILE}")
-        fileio.remove_stale_temps(out)  # temps of the killed run
-        try:
-            saved = load_json(run_file, "run file", CheckpointError)
-            config = TrainConfig.from_dict(saved["train"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"{run_file} is not a pdd run file ({exc})") from None
-        return dataclasses.replace(config, **resume_changes(out, config, given, RESUME_MAY_CHANGE))
+        return resumed_config(out, CHECKPOINT_FILE, RUN_FILE, "train", TrainConfig, given, RESUME_MAY_CHANGE)
 
     if "data" not in given:
         raise ConfigError("--data CACHE is required for a new run")

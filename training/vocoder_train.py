@@ -12,7 +12,6 @@ read from the folder it was made from, so the held-out clips `pdd-eval` scores o
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -31,7 +30,9 @@ from pdd.runtime.errors import AudioError, ConfigError, PddError
 from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.mel import log_mel
 from pdd.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from pdd.training.train import _Progress, lr_factor, plot_loss, read_log, refuse_resume_with_force, resume_changes, step_seed
+from pdd.training.train import (
+    _Progress, lr_factor, plot_loss, read_log, refuse_resume_with_force, resumed_config, step_seed,
+)
 from pdd.training.vocoder import VOCODER_GATE, LossConfig, MelVocoder, VocoderInfo, VocoderLoss, parameter_count, vocoder_preset
 
 RUN_FILE, CHECKPOINT_FILE, LOG_FILE, LOSS_PNG, PREVIEW_DIR = "run.json", "vocoder.pt", "log.jsonl", "loss.png", "previews"
@@ -187,14 +188,7 @@ def prepare_vocoder_run(out: Path, given: dict[str, Any], *, resume: bool, force
     given = {k: v for k, v in given.items() if v is not None}
     refuse_resume_with_force(resume, force)
     if resume:
-        run_file = out / RUN_FILE
-        if not (out / CHECKPOINT_FILE).is_file() or not run_file.is_file():
-            raise CheckpointError(f"nothing to resume in {out}: it has no {CHECKPOINT_FILE} and {RUN_FILE}")
-        try:
-            config = VocoderTrainConfig.from_dict(json.loads(run_file.read_text(encoding="utf-8"))["vocoder_train"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{run_file} is not a pdd-vocoder run file ({exc})") from None
-        return dataclasses.replace(config, **resume_changes(out, config, given, RESUME_MAY_CHANGE))
+        return resumed_config(out, CHECKPOINT_FILE, RUN_FILE, "vocoder_train", VocoderTrainConfig, given, RESUME_MAY_CHANGE)
     if "data" not in given:
         raise ConfigError("--data AUDIO_DIR_OR_CACHE is required for a new run")
     config = VocoderTrainConfig(**given)
@@ -306,7 +300,7 @@ def train_vocoder(out: str | os.PathLike[str], given: dict[str, Any], *, resume:
             rate = window_steps / max(time.perf_counter() - window_started, 1e-9)
             bar.update(step, float(loss.detach()), rate)
             if step % config.log_every == 0 or step == config.steps:
-                _append_log(out / LOG_FILE, {"step": step, "loss": round(float(loss), 6), **{k: round(v, 6) for k, v in parts.items()},
+                _append_log(out / LOG_FILE, {"step": step, "loss": round(float(loss.detach()), 6), **{k: round(v, 6) for k, v in parts.items()},
                                              "lr": optimizer.param_groups[0]["lr"], "it_s": round(rate, 3)})
                 window_started, window_steps = time.perf_counter(), 0
             if step % config.checkpoint_every == 0 or step == config.steps:
