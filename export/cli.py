@@ -18,7 +18,7 @@ from pdd.runtime.cli_common import make_app, user_errors
 from pdd.runtime.griffinlim import DEFAULT_ITERS
 from pdd.runtime.untrusted import is_inside, printable
 
-MAX_GL_ITERS = 1000  # as a bundle may carry (pdd.runtime.bundle.MAX_GL_ITERS)
+MAX_GL_ITERS = 1000  # as a bundle may carry (pdd.runtime.manifest.MAX_GL_ITERS)
 MAX_TRT_BATCH = 128
 TRITON_MODEL_FILES = ("config.pbtxt",)
 

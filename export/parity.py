@@ -1,7 +1,7 @@
 """Parity at export: onnxruntime runs each graph on the golden inputs and must reproduce PyTorch within a stated tolerance.
 
 Error measure per graph: max |onnx − torch| relative to max |torch| (so one tolerance fits models of any output scale),
-checked against the one tolerance table, `pdd.runtime.bundle.GOLDEN_TOLERANCE`, that `pdd-run --verify` applies too; the
+checked against the one tolerance table, `pdd.runtime.golden.GOLDEN_TOLERANCE`, that `pdd-run --verify` applies too; the
 reasons for each row are in docs/architecture.md, "Tolerances".
 
 The vocoder is also compared with the runtime's numpy Griffin-Lim (`pdd.runtime.griffinlim.griffin_lim`) with the same

@@ -1,6 +1,6 @@
 """TensorRT plans for a bundle (`pdd-export --trt`), built with the `tensorrt` Python API on the GPU that will run them.
 
-Plans live under `trt/<key>/` with key = `pdd.runtime.bundle.plan_key(gpu, trt version, precision)`, and the manifest's
+Plans live under `trt/<key>/` with key = `pdd.runtime.plans.plan_key(gpu, trt version, precision)`, and the manifest's
 `trt.plans[key]` records each plan's sha256 and the sha256 of the ONNX file it came from, so the runtime never loads a plan
 built for another GPU, TensorRT version, precision or graph. The plans come from `pdd.runtime.backends.trt_build`, the
 builder the `trt` backend uses for plans it builds on first use, so both build the same plan under one key (its module
