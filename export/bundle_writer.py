@@ -26,6 +26,7 @@ from pdd.runtime.bundle import MANIFEST_NAME, load_bundle, pack_entry, schedule_
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import PddError
 from pdd.runtime.fileio import files_below, remove_stale_temps, temp_prefix
+from pdd.runtime.graphs import GRAPHS
 from pdd.runtime.untrusted import is_inside, load_json, printable
 from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM, initial_phase
 from pdd.runtime.schedule import TEACHER_STEPS
@@ -372,16 +373,13 @@ def _golden_to_store(golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _inputs(graph: str, golden: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    names = {"denoiser": ("z_t", "t"), "sampler": ("z_1",), "vocoder": ("x0", "phase0")}[graph]
-    return {name: golden[f"{graph}.{name}"] for name in names}
-
-
-_OUTPUT = {"denoiser": "v", "sampler": "x0", "vocoder": "waveform"}
+    return {name: golden[f"{graph}.{name}"] for name in GRAPHS[graph].input_names}
 
 
 def _parity(graph: str, precision: str, proto: onnx.ModelProto, golden: dict[str, np.ndarray]) -> Parity:
     outputs = run_graph(proto, _inputs(graph, golden))
-    return compare(graph, precision, "torch", outputs[_OUTPUT[graph]], golden[f"{graph}.{_OUTPUT[graph]}"])
+    output = GRAPHS[graph].output
+    return compare(graph, precision, "torch", outputs[output], golden[f"{graph}.{output}"])
 
 
 def _manifest(

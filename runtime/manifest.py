@@ -57,6 +57,7 @@ import numpy as np
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import BundleError, ConfigError
 from pdd.runtime.fileio import atomic_write_text
+from pdd.runtime.graphs import GRAPHS
 from pdd.runtime.schedule import grid_coefficients
 from pdd.runtime.silence import DEFAULT_GATE, SilenceGate
 from pdd.runtime.untrusted import (
@@ -77,21 +78,15 @@ MAX_GL_ITERS = 1000  # a graph's Griffin-Lim iterations (pdd writes 32)
 MAX_TENSOR_RANK = 8
 MAX_TENSOR_DIM = 1 << 24
 MAX_BUNDLE_FILES = 256
-GRAPH_NAMES = ("denoiser", "sampler", "vocoder", "neural_vocoder", "neural_vocoder_wave")
+GRAPH_NAMES = tuple(GRAPHS)  # ("denoiser", "sampler", "vocoder", "neural_vocoder", "neural_vocoder_wave")
 VOCODER_CHOICES = ("neural", "gl")  # what decode.default_vocoder may name
 PRECISIONS = ("fp32", "fp16")
 REQUIRED_KEYS = (
     "format", "name", "audio", "pack", "schedule", "parameterization", "steps", "model", "precision", "graphs",
     "external_data", "files", "opset", "provenance",
 )
-# The I/O names the runtime feeds and reads, per graph.
-GRAPH_IO = {
-    "denoiser": (("z_t", "t"), ("v",)),
-    "sampler": (("z_1",), ("x0",)),
-    "vocoder": (("x0", "phase0"), ("waveform",)),
-    "neural_vocoder": (("x0",), ("spectrum",)),
-    "neural_vocoder_wave": (("x0",), ("waveform",)),
-}
+# The I/O names the runtime feeds and reads, per graph (from the contracts in pdd.runtime.graphs).
+GRAPH_IO = {name: (c.input_names, c.output_names) for name, c in GRAPHS.items()}
 # ONNX Runtime's type strings ("tensor(float)") ↔ numpy dtype names used in the manifest.
 ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -329,18 +324,9 @@ def _fixed(dim: int | str) -> int | None:
 
 def _check_graph_shapes(graphs: dict[str, GraphSpec], audio: AudioConfig, path: Path) -> None:
     """The manifest's fixed dims must be the preset's: (CF, L) for mel tensors, n_freqs/frames for phase, samples out."""
-    cf, length = audio.packed_shape
-    expected = {
-        ("denoiser", "z_t"): [None, cf, length], ("denoiser", "t"): [None], ("denoiser", "v"): [None, cf, length],
-        ("sampler", "z_1"): [None, cf, length], ("sampler", "x0"): [None, cf, length],
-        ("vocoder", "x0"): [None, cf, length], ("vocoder", "phase0"): [None, audio.n_freqs, audio.frames],
-        ("vocoder", "waveform"): [None, audio.clip_samples],
-        ("neural_vocoder", "x0"): [None, cf, length], ("neural_vocoder", "spectrum"): [None, audio.frames, audio.n_freqs, 2],
-        ("neural_vocoder_wave", "x0"): [None, cf, length], ("neural_vocoder_wave", "waveform"): [None, audio.clip_samples],
-    }
     for graph in graphs.values():
         for spec in graph.inputs + graph.outputs:
-            want = expected[(graph.name, spec.name)]
+            want = GRAPHS[graph.name].tensor(spec.name).shape(audio)
             got = [_fixed(d) for d in spec.shape]
             if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
                 raise BundleError(

@@ -34,7 +34,7 @@ def test_runtime_imports_and_runs_with_torch_blocked(tiny_bundle_dir: Path, tmp_
     expected = {
         "pdd.runtime.bundle", "pdd.runtime.sampler", "pdd.runtime.generate", "pdd.runtime.cli_run",
         "pdd.runtime.backends", "pdd.runtime.backends.ort", "pdd.runtime.backends.trt",
-        "pdd.runtime.manifest", "pdd.runtime.golden", "pdd.runtime.plans",
+        "pdd.runtime.manifest", "pdd.runtime.golden", "pdd.runtime.plans", "pdd.runtime.graphs",
     }
     assert expected <= set(report["modules"]), report["modules"]
     assert report["heavy"] == [], report["heavy"]
