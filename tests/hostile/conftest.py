@@ -85,14 +85,3 @@ def cache(cache_master: Path, tmp_path: Path) -> Path:
     target = tmp_path / "cache"
     shutil.copytree(cache_master, target)
     return target
-
-
-@pytest.fixture()
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine run fastest on one torch thread."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

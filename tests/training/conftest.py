@@ -5,16 +5,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import pytest
-import torch
 
 
-@pytest.fixture()
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine run fastest (and most predictably) on one torch thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _one_error_line(result: Any) -> str:
