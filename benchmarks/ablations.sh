@@ -14,7 +14,9 @@ THREADS=${THREADS:-2}
 MINUTES=${MINUTES:-120}
 K=${K:-64}               # clips per row; ordering checked stable by a second evaluation seed (SEEDS)
 SEEDS=${SEEDS:-"0 1"}
-EVAL_STEPS=${EVAL_STEPS:-1024,64,8}
+EVAL_STEPS=${EVAL_STEPS:-1024,64,8}   # the base teacher's rows; every other variant is compared at DDIM@64 only
+DISTILL_A=${DISTILL_A:-100}   # student steps per halving, 1024 → 64 and 64 → 8 (the shipped recipe: 100 and 1000)
+DISTILL_B=${DISTILL_B:-1000}
 OUT=${OUT:-docs/ablations.md}
 A="$WORK/ablations"
 mkdir -p "$A"
@@ -47,16 +49,16 @@ distil() {
     if [ -f "$1/distill.json" ]; then pdd-distill --out "$1" --resume --threads "$THREADS"
     else pdd-distill --teacher "$2" --data "$CACHE" --from-steps "$3" --to-steps "$4" --steps-per-round "$5" --out "$1" --threads "$THREADS"; fi
 }
-distil "$A/distill-a" "$A/teacher-base/checkpoint.pt" 1024 64 100
-distil "$A/distill-b" "$A/distill-a/student-64.pt" 64 8 1000
+distil "$A/distill-a" "$A/teacher-base/checkpoint.pt" 1024 64 "$DISTILL_A"
+distil "$A/distill-b" "$A/distill-a/student-64.pt" 64 8 "$DISTILL_B"
 
 # 4. Evaluation: every teacher with DDIM at EVAL_STEPS; the base one also with DDPM@1000 and its student@8; two seeds.
 for seed in $SEEDS; do
     for v in $VARIANT_NAMES; do
-        extra=()
-        [ "$v" = base ] && extra=(--students "$A/distill-b" --ddpm-steps 1000)
+        extra=(--steps 64 --reference-steps 64)   # one DDIM@64 sampling per variant (it is also the fidelity reference)
+        [ "$v" = base ] && extra=(--steps "$EVAL_STEPS" --students "$A/distill-b" --ddpm-steps 1000)
         [ -f "$A/eval-$v-s$seed/table.json" ] || pdd-eval --teacher "$A/teacher-$v/checkpoint.pt" --data "$CACHE" \
-            --steps "$EVAL_STEPS" -k "$K" --seed "$seed" --no-wavs --threads "$THREADS" --out "$A/eval-$v-s$seed" --force "${extra[@]}"
+            -k "$K" --seed "$seed" --no-wavs --threads "$THREADS" --out "$A/eval-$v-s$seed" --force "${extra[@]}"
     done
 done
 

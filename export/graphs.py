@@ -31,6 +31,7 @@ from onnx import external_data_helper, numpy_helper
 from torch import nn
 
 from pdd.export.unroll import unroll_sampler  # noqa: F401 - the sampler graph is built here for bundle_writer
+from pdd.runtime.graphs import GRAPHS
 from pdd.runtime.schedule import ddim_sample, grid
 
 OPSET = 18  # the dynamo exporter's native opset (17 only works through a down-conversion)
@@ -77,12 +78,12 @@ def quiet_exporter():
 def export_graph(
     module: nn.Module,
     example_inputs: Sequence[torch.Tensor],
-    input_names: Sequence[str],
-    output_names: Sequence[str],
+    graph: str,
     *,
     fold_limit: int | None = None,
 ) -> onnx.ModelProto:
-    """Export `module` with the dynamo exporter at OPSET, axis 0 of every input named "batch" and dynamic.
+    """Export `module` as bundle graph `graph` with the dynamo exporter at OPSET: input and output names from its contract
+    (pdd.runtime.graphs.GRAPHS), axis 0 of every input named "batch" and dynamic.
 
     `fold_limit` caps constant folding (elements per folded tensor): the vocoder passes a small one so its DFT bases stay
     ops (Range → Cos/Sin) instead of megabytes of constants.
@@ -98,8 +99,8 @@ def export_graph(
             module,
             tuple(example_inputs),
             dynamo=True,
-            input_names=list(input_names),
-            output_names=list(output_names),
+            input_names=list(GRAPHS[graph].input_names),
+            output_names=list(GRAPHS[graph].output_names),
             dynamic_shapes=dynamic_shapes,
             opset_version=OPSET,
             optimize=fold_limit is None,
@@ -110,7 +111,7 @@ def export_graph(
 
             onnxscript.optimizer.optimize(program.model, output_size_limit=fold_limit)
         proto = program.model_proto
-    _name_batch_axes(proto, input_names, output_names)
+    _name_batch_axes(proto, GRAPHS[graph].input_names, GRAPHS[graph].output_names)
     return proto
 
 

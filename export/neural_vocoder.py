@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from pdd.runtime.config import AudioConfig
+from pdd.runtime.graphs import GRAPHS
 from pdd.runtime.neural_vocoder import spectrum_to_audio
 from pdd.runtime.silence import SilenceGate
 from pdd.export.graphs import EXAMPLE_BATCH, WeightStore, assert_batch_is_dynamic, export_graph, io_specs, save_with_shared_weights
@@ -82,16 +83,17 @@ def export_graphs(vocoder: MelVocoder, golden: dict[str, np.ndarray], *, with_wa
 
     audio = vocoder.audio
     example = torch.zeros(EXAMPLE_BATCH, *audio.packed_shape)
-    modules = {SPECTRUM_GRAPH: (NeuralVocoderGraph(vocoder).eval(), "spectrum")}
+    modules = {SPECTRUM_GRAPH: NeuralVocoderGraph(vocoder).eval()}
     if with_wave:
-        modules[WAVE_GRAPH] = (NeuralVocoderWaveGraph(vocoder).eval(), "waveform")
+        modules[WAVE_GRAPH] = NeuralVocoderWaveGraph(vocoder).eval()
     protos: dict[str, onnx.ModelProto] = {}
     checks: list[Parity] = []
-    for name, (module, output) in modules.items():
-        proto = export_graph(module, (example,), ["x0"], [output], fold_limit=VOCODER_FOLD_LIMIT)
+    for name, module in modules.items():
+        proto = export_graph(module, (example,), name, fold_limit=VOCODER_FOLD_LIMIT)
         proto.graph.name = name
         assert_batch_is_dynamic(proto)
-        got = run_graph(proto, {"x0": golden[f"{name}.x0"]})[output]
+        (x0,), output = GRAPHS[name].input_names, GRAPHS[name].output
+        got = run_graph(proto, {x0: golden[f"{name}.{x0}"]})[output]
         checks.append(compare(name, "fp32", "torch", got, golden[f"{name}.{output}"]))
         if name == SPECTRUM_GRAPH:
             checks.append(compare(WAVE_GRAPH if with_wave else name, "fp32", "numpy",

@@ -14,10 +14,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from pdd.runtime.graphs import GRAPHS
 from pdd.runtime.schedule import ddim_sample, grid
 
-DENOISER_INPUTS = ("z_t", "t")
-DENOISER_OUTPUTS = ("v",)
+# The I/O names of both graphs come from their contracts (pdd.runtime.graphs).
+(Z_T, T), V = GRAPHS["denoiser"].input_names, GRAPHS["denoiser"].output
+(Z_1,), X0 = GRAPHS["sampler"].input_names, GRAPHS["sampler"].output
 
 
 class _GraphBuilder:
@@ -27,7 +29,7 @@ class _GraphBuilder:
         self.denoiser = denoiser
         self.shared = {init.name for init in denoiser.initializer} | {""}
         self.nodes: list[onnx.NodeProto] = [
-            helper.make_node("Shape", ["z_1"], ["sampler/batch"], name="sampler/batch", start=0, end=1)
+            helper.make_node("Shape", [Z_1], ["sampler/batch"], name="sampler/batch", start=0, end=1)
         ]
         self.step = 0
         self.ops_in_step = 0
@@ -59,7 +61,7 @@ class _GraphBuilder:
         t_value = self._constant(f"{prefix}t_value", float(t), (1,))
         t_name = f"{prefix}t"
         self.nodes.append(helper.make_node("Expand", [t_value, "sampler/batch"], [t_name], name=t_name))
-        rename = {"z_t": z.name, "t": t_name}
+        rename = {Z_T: z.name, T: t_name}
         for index, node in enumerate(self.denoiser.node):
             copy = onnx.NodeProto()
             copy.CopyFrom(node)
@@ -67,7 +69,7 @@ class _GraphBuilder:
             copy.input[:] = [rename.get(x, x if x in self.shared else prefix + x) for x in node.input]
             copy.output[:] = [x if x == "" else prefix + x for x in node.output]
             self.nodes.append(copy)
-        return _Value(self, prefix + DENOISER_OUTPUTS[0])
+        return _Value(self, prefix + V)
 
 
 class _Value:
@@ -89,8 +91,8 @@ def check_denoiser_graph(graph: onnx.GraphProto) -> None:
         raise RuntimeError("the denoiser graph has control-flow subgraphs; the sampler must be straight-line")
     inputs = {value.name for value in graph.input}
     outputs = [value.name for value in graph.output]
-    if inputs != set(DENOISER_INPUTS) or outputs != list(DENOISER_OUTPUTS):
-        raise RuntimeError(f"expected a denoiser graph (z_t, t) → v, got {sorted(inputs)} → {outputs}")
+    if inputs != {Z_T, T} or outputs != [V]:
+        raise RuntimeError(f"expected a denoiser graph ({Z_T}, {T}) → {V}, got {sorted(inputs)} → {outputs}")
 
 
 def unroll_sampler(denoiser: onnx.ModelProto, steps: int) -> onnx.ModelProto:
@@ -99,15 +101,15 @@ def unroll_sampler(denoiser: onnx.ModelProto, steps: int) -> onnx.ModelProto:
     graph = denoiser.graph
     check_denoiser_graph(graph)
     builder = _GraphBuilder(graph)
-    ddim_sample(builder.denoise, _Value(builder, "z_1"), grid(steps))
-    builder.nodes[-1].output[0] = "x0"  # the last step's update (ddim_sample ends every step with its addition)
+    ddim_sample(builder.denoise, _Value(builder, Z_1), grid(steps))
+    builder.nodes[-1].output[0] = X0  # the last step's update (ddim_sample ends every step with its addition)
     inputs = {value.name: value for value in graph.input}
     z_in = onnx.ValueInfoProto()
-    z_in.CopyFrom(inputs["z_t"])
-    z_in.name = "z_1"
+    z_in.CopyFrom(inputs[Z_T])
+    z_in.name = Z_1
     x0_out = onnx.ValueInfoProto()
     x0_out.CopyFrom(graph.output[0])
-    x0_out.name = "x0"
+    x0_out.name = X0
     sampler = helper.make_graph(builder.nodes, "sampler", [z_in], [x0_out], initializer=list(graph.initializer))
     model = helper.make_model(sampler, opset_imports=list(denoiser.opset_import), ir_version=denoiser.ir_version)
     model.functions.extend(denoiser.functions)

@@ -166,7 +166,7 @@ def export_gl_vocoder(audio: AudioConfig, x0: "np.ndarray", phase0: "np.ndarray"
     with torch.no_grad():
         want = module(torch.from_numpy(x0), torch.from_numpy(phase0)).numpy()
     examples = (torch.zeros(EXAMPLE_BATCH, *audio.packed_shape), torch.zeros(EXAMPLE_BATCH, audio.n_freqs, audio.frames))
-    proto = export_graph(module, examples, ["x0", "phase0"], ["waveform"], fold_limit=VOCODER_FOLD_LIMIT)
+    proto = export_graph(module, examples, "vocoder", fold_limit=VOCODER_FOLD_LIMIT)
     proto.graph.name = "vocoder"
     assert_batch_is_dynamic(proto)
     got = run_graph(proto, {"x0": x0, "phase0": phase0})["waveform"]

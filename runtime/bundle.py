@@ -62,11 +62,13 @@ from pdd.runtime.manifest import (  # noqa: F401  (the private checks are re-exp
     _parse_graphs,
     pack_entry,
     referenced_files,
+    schedule_config,
     schedule_entry,
     sha256_file,
     write_manifest,
 )
 from pdd.runtime.plans import plan_key, recorded_plans
+from pdd.runtime.schedule import ScheduleConfig
 from pdd.runtime.silence import DEFAULT_GATE, SilenceGate
 from pdd.runtime.untrusted import MAX_JSON_BYTES, parse_json, printable, resolve_inside
 
@@ -79,9 +81,10 @@ class Bundle:
     manifest: dict[str, Any]
     audio: AudioConfig
     steps: int
-    schedule: dict[str, np.ndarray]
+    schedule: dict[str, np.ndarray]  # the grid's t, alpha, sigma as float64 arrays
     graphs: dict[str, GraphSpec]
     hash: str
+    schedule_config: ScheduleConfig  # which schedule, parameterisation and grid the model samples with
 
     @property
     def name(self) -> str:
@@ -102,7 +105,7 @@ class Bundle:
 
     @property
     def continuous_time(self) -> bool:
-        return bool(self.manifest["schedule"].get("continuous", False))
+        return self.schedule_config.continuous
 
     def has_graph(self, name: str) -> bool:
         return name in self.graphs
@@ -217,8 +220,7 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_graphs: bool = True
 
     audio = _check_audio(manifest, path)
     steps, schedule = _check_schedule(manifest, path)
-    if manifest["parameterization"] != "v":
-        raise BundleError(f"{path}: parameterization {manifest['parameterization']!r} is not supported (only 'v'); {REEXPORT}")
+    schedule_cfg = schedule_config(manifest, path)
     if manifest["precision"] not in PRECISIONS:
         raise BundleError(f"{path}: unknown precision {manifest['precision']!r}; {REEXPORT}")
     graphs = _parse_graphs(manifest, path)
@@ -231,7 +233,7 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_graphs: bool = True
 
     bundle = Bundle(
         path=path, manifest=manifest, audio=audio, steps=steps, schedule=schedule, graphs=graphs,
-        hash=hashlib.sha256(raw).hexdigest(),
+        hash=hashlib.sha256(raw).hexdigest(), schedule_config=schedule_cfg,
     )
     if check_graphs:
         for name in bundle.graphs:
@@ -301,7 +303,7 @@ def finite_or_error(array: np.ndarray, what: str) -> np.ndarray:
 
 __all__ = [
     "MANIFEST_FORMAT", "MANIFEST_NAME", "GRAPH_NAMES", "GRAPH_IO", "Bundle", "GraphSpec", "TensorSpec", "load_bundle",
-    "write_manifest", "schedule_entry", "sha256_file", "referenced_files", "plan_key", "check_graph_io", "golden_tolerance", "GOLDEN_TOLERANCE",
+    "write_manifest", "schedule_entry", "schedule_config", "ScheduleConfig", "sha256_file", "referenced_files", "plan_key", "check_graph_io", "golden_tolerance", "GOLDEN_TOLERANCE",
     # re-exported from pdd.runtime.manifest / golden / plans, where they live
     "READABLE_FORMATS", "REQUIRED_KEYS", "PRECISIONS", "VOCODER_CHOICES", "ORT_DTYPES", "REEXPORT", "SCHEDULE_TOLERANCE",
     "MAX_MANIFEST_STEPS", "MAX_GL_ITERS", "MAX_TENSOR_RANK", "MAX_TENSOR_DIM", "MAX_BUNDLE_FILES", "MAX_GOLDEN_ELEMENTS",

@@ -3,17 +3,17 @@
 
 Manifest schema (every key required unless marked optional)::
 
-    format            "pdd-engine/1" (MANIFEST_FORMAT); another value → BundleError "re-export with this pdd"
+    format            "pdd-engine/2" (MANIFEST_FORMAT; "pdd-engine/1" still loads); another value → BundleError
     name              bundle name (str)
     audio             AudioConfig.to_dict() of the preset the model was trained on
     pack              {"chunks": C[, "order": "reshape"]}  must equal audio.pack_chunks / pack_order (absent = "snake")
-    schedule          {"kind": "cosine", "steps": N, "t": [...], "alpha": [...], "sigma": [...]}
-                      = pdd.runtime.schedule.grid_coefficients(N) as lists (checked to 1e-6);
-                      optional "continuous": true when the denoiser was trained on continuous t (a teacher): loop mode
-                      then accepts any step count; otherwise only counts whose grid is a subset of the trained grid
-                      (divisors of N, see `Bundle.valid_loop_steps`).
-    parameterization  "v" (the only one the runtime samples)
-    steps             N (== schedule.steps)
+    schedule          ScheduleConfig.to_dict() (pdd.runtime.schedule: kind, parameterization, steps N, continuous,
+                      teacher_steps) plus "t", "alpha", "sigma" = grid_coefficients(N) as lists (checked to 1e-6).
+                      "continuous": true when the denoiser was trained on continuous t (a teacher): loop mode then
+                      accepts any step count; otherwise only counts whose grid is a subset of the trained grid (divisors
+                      of N, see `Bundle.valid_loop_steps`). Older manifests lack parameterization/continuous/teacher_steps
+                      here: they come from the top-level "parameterization" and the ScheduleConfig defaults.
+    steps             N (== schedule.steps; kept at the top level for readers and tools that only want N)
     model             the U-Net config dict (opaque to the runtime; recorded for provenance)
     precision         "fp32" | "fp16" (of the ONNX weights; graph I/O dtypes are whatever the graph specs say)
     graphs            {"denoiser": GRAPH, "sampler": GRAPH, "vocoder": GRAPH}; at least one of denoiser/sampler;
@@ -58,7 +58,7 @@ from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import BundleError, ConfigError
 from pdd.runtime.fileio import atomic_write_text
 from pdd.runtime.graphs import GRAPHS
-from pdd.runtime.schedule import grid_coefficients
+from pdd.runtime.schedule import ScheduleConfig, grid_coefficients
 from pdd.runtime.silence import DEFAULT_GATE, SilenceGate
 from pdd.runtime.untrusted import (
     bounded_float,
@@ -82,7 +82,7 @@ GRAPH_NAMES = tuple(GRAPHS)  # ("denoiser", "sampler", "vocoder", "neural_vocode
 VOCODER_CHOICES = ("neural", "gl")  # what decode.default_vocoder may name
 PRECISIONS = ("fp32", "fp16")
 REQUIRED_KEYS = (
-    "format", "name", "audio", "pack", "schedule", "parameterization", "steps", "model", "precision", "graphs",
+    "format", "name", "audio", "pack", "schedule", "steps", "model", "precision", "graphs",
     "external_data", "files", "opset", "provenance",
 )
 # The I/O names the runtime feeds and reads, per graph (from the contracts in pdd.runtime.graphs).
@@ -198,14 +198,30 @@ def pack_entry(audio: AudioConfig) -> dict[str, Any]:
     return entry
 
 
-def schedule_entry(steps: int, *, continuous: bool = False) -> dict[str, Any]:
-    """The manifest's "schedule" value for an N-step bundle (what export should write)."""
-    coeffs = grid_coefficients(steps)
-    entry: dict[str, Any] = {"kind": "cosine", "steps": int(steps)}
+def schedule_entry(schedule: ScheduleConfig) -> dict[str, Any]:
+    """The manifest's "schedule" value: the ScheduleConfig itself plus its grid's coefficients (what export writes)."""
+    coeffs = grid_coefficients(schedule.steps)
+    entry: dict[str, Any] = schedule.to_dict()
     entry.update({key: [float(v) for v in coeffs[key]] for key in ("t", "alpha", "sigma")})
-    if continuous:
-        entry["continuous"] = True
     return entry
+
+
+def schedule_config(manifest: dict[str, Any], path: Path) -> ScheduleConfig:
+    """The ScheduleConfig a manifest's "schedule" records; fields an older manifest lacks take the top-level
+    "parameterization" and the defaults a pdd-engine/1 bundle was made with (a discrete-time student)."""
+    sched = manifest["schedule"]
+    fields = {key: sched[key] for key in ("kind", "steps", "parameterization", "continuous", "teacher_steps") if key in sched}
+    fields.setdefault("parameterization", manifest.get("parameterization", "v"))
+    fields.setdefault("continuous", False)
+    try:
+        config = ScheduleConfig(**fields)
+    except ConfigError as exc:
+        raise BundleError(f"{path}: manifest schedule: {printable(str(exc), 200)}; {REEXPORT}") from None
+    top = manifest.get("parameterization", config.parameterization)
+    if top != config.parameterization:
+        raise BundleError(f"{path}: parameterization {printable(repr(top), 40)} disagrees with schedule.parameterization "
+                          f"{config.parameterization!r}; {REEXPORT}")
+    return config
 
 
 def write_manifest(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
@@ -396,7 +412,7 @@ def _check_paths(manifest: dict[str, Any], graphs: dict[str, GraphSpec], path: P
     files = manifest["files"]
     if not isinstance(files, dict) or len(files) > MAX_BUNDLE_FILES:
         raise BundleError(f"{path}: manifest 'files' must map at most {MAX_BUNDLE_FILES} paths to sha256; {REEXPORT}")
-    named = [(f"manifest files entry", name) for name in files]
+    named = [("manifest files entry", name) for name in files]
     named += [(f"manifest graphs.{g.name}.file", g.file) for g in graphs.values()]
     named += [(f"manifest {key}", manifest[key]) for key in ("external_data", "golden") if manifest.get(key)]
     trt = manifest.get("trt") or {}
@@ -418,7 +434,7 @@ def _check_paths(manifest: dict[str, Any], graphs: dict[str, GraphSpec], path: P
 def plan_entries(plans: Any) -> list[dict[str, Any]]:
     graphs = plans.get("graphs") if isinstance(plans, dict) else None
     if not isinstance(graphs, dict) or not all(isinstance(e, dict) for e in graphs.values()):
-        raise BundleError(f"manifest trt plans must map graphs to {{file, sha256, …}}; rebuild the plans")
+        raise BundleError("manifest trt plans must map graphs to {file, sha256, …}; rebuild the plans")
     return list(graphs.values())
 
 
@@ -453,5 +469,5 @@ def _check_files(manifest: dict[str, Any], path: Path) -> None:
 __all__ = [
     "MANIFEST_FORMAT", "READABLE_FORMATS", "MANIFEST_NAME", "GRAPH_NAMES", "GRAPH_IO", "PRECISIONS", "REQUIRED_KEYS",
     "ORT_DTYPES", "REEXPORT", "TensorSpec", "GraphSpec", "sha256_file", "referenced_files", "pack_entry",
-    "schedule_entry", "write_manifest", "plan_entries",
+    "schedule_entry", "schedule_config", "write_manifest", "plan_entries",
 ]

@@ -51,18 +51,10 @@ from pdd.training.checkpoint import (
 )
 from pdd.training.data import MelDataset
 from pdd.training.ema import EMA
-from pdd.training.train import (
-    BatchPlan,
-    Dist,
-    NonFiniteLoss,
-    plot_loss,
-    refuse_resume_with_force,
-    resolve_device,
-    resume_changes,
-    step_seed,
-    truncate_log,
-    write_json_atomic,
-)
+from pdd.training.device import Dist, resolve_device
+from pdd.training.repro import BatchPlan, step_seed
+from pdd.training.runfolder import plot_loss, refuse_resume_with_force, resume_changes, truncate_log, write_json_atomic
+from pdd.training.train import NonFiniteLoss
 from pdd.training.unet1d import count_parameters
 
 WEIGHTINGS = ("truncated", "snr+1")

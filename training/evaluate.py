@@ -490,7 +490,7 @@ def evaluate_models(
     from pdd.training.cache import open_cache
     from pdd.training.checkpoint import CheckpointError, load_denoiser
     from pdd.training.diffusion import sample_noise, x0_to_mel
-    from pdd.training.train import resolve_device
+    from pdd.training.device import resolve_device
 
     out = Path(out)
     device_name = resolve_device(device)

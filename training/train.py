@@ -17,31 +17,26 @@ on CPU, whatever happened in between.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
-import random
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DistributedSampler
 
 from pdd.runtime import fileio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.jsonconfig import JsonConfig
-from pdd.runtime.plots import pyplot, save_figure
+from pdd.runtime.pack import PACK_MODES
 from pdd.runtime.schedule import ScheduleConfig
-from pdd.runtime.untrusted import load_json
 from pdd.training.cache import open_cache
 from pdd.training.checkpoint import (
     CheckpointError,
@@ -53,11 +48,21 @@ from pdd.training.checkpoint import (
     save_checkpoint,
 )
 from pdd.training.data import MelDataset
-from pdd.runtime.pack import PACK_MODES
+from pdd.training.device import Dist, init_distributed, resolve_device, resolve_precision
 from pdd.training.diffusion import TIME_SAMPLINGS, WEIGHTINGS, preview, sample_times, v_loss
 from pdd.training.ema import EMA
 from pdd.training.models import ARCHS, build_denoiser, presets_of
 from pdd.training.models import model_config as build_model_config
+from pdd.training.progress import Progress
+from pdd.training.repro import BatchPlan, restore_rng_states, rng_states, step_seed
+from pdd.training.runfolder import (
+    keep_milestone,
+    plot_loss,
+    refuse_resume_with_force,
+    resumed_config,
+    truncate_log,
+    write_json_atomic,
+)
 from pdd.training.unet1d import count_parameters
 
 RUN_FORMAT = "pdd-run/1"
@@ -180,14 +185,6 @@ class TrainResult:
     parameters: int
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# The run folder
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    fileio.write_json_atomic(path, data, indent=2)
-
-
 def _run_files(out: Path) -> list[Path]:
     """Every file a teacher run writes in its folder (what --force may delete)."""
     files = [out / name for name in OUR_FILES]
@@ -196,46 +193,6 @@ def _run_files(out: Path) -> list[Path]:
     if previews.is_dir():
         files += [item for item in previews.iterdir() if item.is_file() and item.suffix in (".wav", ".png")]
     return files
-
-
-def refuse_resume_with_force(resume: bool, force: bool) -> None:
-    if resume and force:
-        raise ConfigError("--resume and --force contradict each other: resume continues the run, force starts it over")
-
-
-def resume_changes(
-    out: Path, config: Any, given: dict[str, Any], may_change: frozenset[str], recorded: dict[str, tuple[Any, str]] | None = None
-) -> dict[str, Any]:
-    """The settings a resumed run may change and does; a ConfigError naming every other difference with the run's value.
-
-    `recorded` holds settings kept outside the config (name → (given or None, the run's recorded string)).
-    """
-    changed = {k: v for k, v in given.items() if getattr(config, k) != v}
-    refused = {k: getattr(config, k) for k in changed if k not in may_change}
-    for name, (value, was) in (recorded or {}).items():
-        if value is not None and str(value) != was:
-            changed[name], refused[name] = value, was
-    if refused:
-        details = ", ".join(f"--{k.replace('_', '-')} {changed[k]!r} (run has {refused[k]!r})" for k in sorted(refused))
-        raise ConfigError(f"cannot resume {out} with different settings: {details}; start a new run instead")
-    return changed
-
-
-def resumed_config(out: Path, checkpoint_name: str, run_name: str, section: str, config_type: Any, given: dict[str, Any],
-                   may_change: frozenset[str]) -> Any:
-    """The config a run folder saved under `section` of its run file, with the allowed changes in `given` applied; a
-    CheckpointError when there is nothing to resume or the run file is not ours, a ConfigError naming refused changes.
-    Shared by every resumable run (teacher, learned vocoder)."""
-    run_file = out / run_name
-    if not (out / checkpoint_name).is_file() or not run_file.is_file():
-        raise CheckpointError(f"nothing to resume in {out}: it has no {checkpoint_name} and {run_name}")
-    fileio.remove_stale_temps(out)  # temps of the killed run
-    try:
-        saved = load_json(run_file, "run file", CheckpointError)
-        config = config_type.from_dict(saved[section])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{run_file} is not a pdd run file ({exc})") from None
-    return dataclasses.replace(config, **resume_changes(out, config, given, may_change))
 
 
 def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: bool = False, force: bool = False) -> TrainConfig:
@@ -258,180 +215,6 @@ def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: b
     return config
 
 
-def keep_milestone(checkpoint: Path, milestone: Path) -> None:
-    """Keep the checkpoint just written under a step name: a hard link (no extra disk), a copy where links fail."""
-    milestone.parent.mkdir(parents=True, exist_ok=True)
-    milestone.unlink(missing_ok=True)  # a resumed run rewrites the milestones of the steps it repeats
-    try:
-        os.link(checkpoint, milestone)
-        fileio.note_written(milestone)  # the run's own file: --force may remove it
-    except OSError:
-        with fileio.AtomicFile(milestone, error=CheckpointError) as copy, open(checkpoint, "rb") as source:
-            shutil.copyfileobj(source, copy.handle)
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines of a run log (a torn last line from a killed process is skipped)."""
-    if not path.is_file():
-        return []
-    entries = []
-    for line in path.read_bytes().splitlines():  # bytes: a line of invalid UTF-8 is skipped like a torn one
-        try:
-            entry = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drop log lines after `step`: a resumed run rewrites the steps the killed one logged past its checkpoint."""
-    entries = [e for e in read_log(path) if isinstance(e.get("step", 0), int) and e.get("step", 0) <= step]
-    fileio.atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in entries))
-
-
-def plot_loss(log_path: Path, png_path: Path) -> None:
-    """Loss per logged step (log scale) with a smoothed curve, written atomically."""
-    entries = [e for e in read_log(log_path) if "loss" in e and "event" not in e]
-    if not entries:
-        return
-    plt = pyplot()
-    steps = np.array([e["step"] for e in entries])
-    loss = np.array([e["loss"] for e in entries])
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(steps, loss, lw=0.8, alpha=0.4, label="loss")
-    width = len(loss) // 20
-    if width > 1:
-        smooth = np.convolve(loss, np.ones(width) / width, mode="valid")
-        ax.plot(steps[width - 1 :], smooth, lw=1.5, label=f"mean of {width}")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("v-loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, png_path)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Distributed setup, devices, precision
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_kind: str) -> Dist:
-    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on CUDA, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} asked for, but torch sees no CUDA device; use --device cpu")
-    if name.split(":")[0] not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return name
-
-
-def resolve_precision(precision: str, device_kind: str) -> torch.dtype | None:
-    """The autocast dtype (None = fp32 throughout)."""
-    if precision == "auto":
-        if device_kind != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp32":
-        return None
-    if precision == "fp16" and device_kind != "cuda":
-        raise ConfigError("--precision fp16 needs a CUDA device; on CPU use fp32 (or bf16)")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Data order and randomness
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """A well-mixed 63-bit seed for (run seed, step, rank)."""
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-class BatchPlan:
-    """Which clips rank r trains on at step k: an endless stream of per-epoch DistributedSampler orders, cut into batches."""
-
-    def __init__(self, size: int, per_rank_batch: int, world: Dist, seed: int) -> None:
-        self.size = size
-        self.batch = per_rank_batch
-        self.sampler = DistributedSampler(range(size), num_replicas=world.world, rank=world.rank, shuffle=True, seed=seed)
-        self.per_epoch = len(self.sampler)
-        self._epochs: dict[int, list[int]] = {}
-
-    def _epoch(self, epoch: int) -> list[int]:
-        if epoch not in self._epochs:
-            self.sampler.set_epoch(epoch)
-            self._epochs = {e: v for e, v in self._epochs.items() if e >= epoch - 1}  # keep memory flat
-            self._epochs[epoch] = list(self.sampler)
-        return self._epochs[epoch]
-
-    def indices(self, step: int) -> list[int]:
-        start = step * self.batch
-        return [self._epoch(p // self.per_epoch)[p % self.per_epoch] for p in range(start, start + self.batch)]
-
-    def epoch_of(self, step: int) -> float:
-        return step * self.batch / self.per_epoch
-
-
-def rng_states(device_kind: str) -> dict[str, Any]:
-    """Global RNG states (torch, CUDA, numpy, python) in weights_only-loadable form."""
-    np_state = np.random.get_state()
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": list(_flatten_python_state(random.getstate())),
-    }
-    if device_kind == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _flatten_python_state(state: tuple) -> Iterator[Any]:
-    version, internal, gauss = state
-    yield version
-    yield list(internal)
-    yield gauss
-
-
-def restore_rng_states(states: dict[str, Any] | None, device_kind: str) -> None:
-    if not states:
-        return
-    torch.set_rng_state(states["torch"])
-    kind, keys, *rest = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if device_kind == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Linear warm-up over `warmup` steps, then cosine from 1 down to `min_ratio` at `total`."""
     if warmup > 0 and step < warmup:
@@ -442,57 +225,6 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The loop
-
-
-class _Progress:
-    """Progress on rank 0: a rich bar (loss, it/s, ETA) on a terminal; where output goes to a file (nohup, CI), a plain
-    line at most every `PLAIN_EVERY_S` seconds so the log still shows where the run is. A no-op elsewhere or when disabled.
-    """
-
-    PLAIN_EVERY_S = 30.0
-
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.progress = None
-        self.plain = False
-        if not enabled:
-            return
-        import sys
-
-        if not sys.stdout.isatty():
-            self.plain, self.total, self.start = True, total, start
-            self.started = self.last_print = time.perf_counter()
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[rate]} it/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=total, completed=start, loss="…", rate="…")
-
-    def update(self, step: int, loss: float, rate: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, completed=step, loss=f"{loss:.4f}", rate=f"{rate:.2f}")
-        elif self.plain:
-            now = time.perf_counter()
-            if now - self.last_print < self.PLAIN_EVERY_S and step < self.total:
-                return
-            self.last_print = now
-            overall = (step - self.start) / max(now - self.started, 1e-9)
-            eta = (self.total - step) / overall if overall > 0 else float("nan")
-            eta_text = f"{int(eta // 3600)}:{int(eta % 3600 // 60):02d}:{int(eta % 60):02d}" if math.isfinite(eta) else "?"
-            print(f"step {step}/{self.total}  loss {loss:.4f}  {rate:.2f} it/s  ETA {eta_text}", flush=True)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def _weights_checksum(model: nn.Module) -> list[float]:
@@ -667,7 +399,7 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
               f"{where}, {'fp32' if amp_dtype is None else str(amp_dtype).replace('torch.', '')}; "
               f"steps {start_step}→{config.steps}; run folder {out}")
 
-    bar = _Progress(progress and world.is_main, config.steps, start_step)
+    bar = Progress(progress and world.is_main, config.steps, start_step)
     interval_losses: list[float] = []
     interval_start = time.perf_counter()
     last_loss: float | None = None

@@ -30,9 +30,10 @@ from pdd.runtime.errors import AudioError, ConfigError, PddError
 from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.mel import log_mel
 from pdd.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from pdd.training.train import (
-    _Progress, lr_factor, plot_loss, read_log, refuse_resume_with_force, resumed_config, step_seed,
-)
+from pdd.training.progress import Progress
+from pdd.training.repro import step_seed
+from pdd.training.runfolder import plot_loss, read_log, refuse_resume_with_force, resumed_config
+from pdd.training.train import lr_factor
 from pdd.training.vocoder import VOCODER_GATE, LossConfig, MelVocoder, VocoderInfo, VocoderLoss, parameter_count, vocoder_preset
 
 RUN_FILE, CHECKPOINT_FILE, LOG_FILE, LOSS_PNG, PREVIEW_DIR = "run.json", "vocoder.pt", "log.jsonl", "loss.png", "previews"
@@ -267,7 +268,7 @@ def train_vocoder(out: str | os.PathLike[str], given: dict[str, Any], *, resume:
     log(f"pdd-vocoder: {parameter_count(model) / 1e6:.2f} M params, {stream.hours:.2f} h of audio in {len(stream.tracks)} "
         f"files, steps {start} → {config.steps}")
     criterion = VocoderLoss(audio, LossConfig())
-    bar = _Progress(progress, config.steps, start)
+    bar = Progress(progress, config.steps, start)
     last_good = start if resume else None
     step = start
     try:

@@ -68,7 +68,7 @@ def tiny_vocoder_graph() -> onnx.ModelProto:
     audio = get_preset("tiny")
     module = GriffinLimVocoder(audio, n_iter=6)
     example = (torch.zeros(2, *audio.packed_shape), torch.zeros(2, audio.n_freqs, audio.frames))
-    return strip_metadata(export_graph(module, example, ["x0", "phase0"], ["waveform"], fold_limit=16384))
+    return strip_metadata(export_graph(module, example, "vocoder", fold_limit=16384))
 
 
 def test_onnx_vocoder_matches_numpy_at_another_batch_size(tiny_vocoder_graph: onnx.ModelProto) -> None:
@@ -96,7 +96,7 @@ def test_paper_preset_vocoder_graph_parity_and_size(tmp_path) -> None:
     audio = get_preset("paper")
     module = GriffinLimVocoder(audio, n_iter=32)
     example = (torch.zeros(2, *audio.packed_shape), torch.zeros(2, audio.n_freqs, audio.frames))
-    proto = strip_metadata(export_graph(module, example, ["x0", "phase0"], ["waveform"], fold_limit=16384))
+    proto = strip_metadata(export_graph(module, example, "vocoder", fold_limit=16384))
     path = tmp_path / "vocoder.onnx"
     onnx.save_model(proto, str(path))
     assert path.stat().st_size < 1_000_000

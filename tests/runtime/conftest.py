@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
+from pdd.runtime.schedule import ScheduleConfig
 from pdd.runtime.bundle import MANIFEST_FORMAT, schedule_entry, write_manifest
 from pdd.runtime.config import get_preset
 from pdd.runtime.schedule import ddim_sample, grid
@@ -150,8 +151,7 @@ def tiny_manifest(steps: int, *, name: str = "tiny-test", gl_iters: int = 4) -> 
         "name": name,
         "audio": audio.to_dict(),
         "pack": {"chunks": audio.pack_chunks},
-        "schedule": schedule_entry(steps),
-        "parameterization": "v",
+        "schedule": schedule_entry(ScheduleConfig.student(steps)),
         "steps": steps,
         "model": {"kind": "test-linear", "channels": cf},
         "precision": "fp32",

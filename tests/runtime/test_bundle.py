@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pdd.runtime.schedule import ScheduleConfig
 from pdd.runtime.bundle import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -124,7 +125,7 @@ def test_schedule_from_another_runtime_is_refused(tiny_bundle_copy: Path) -> Non
     _edit_manifest(tiny_bundle_copy, shift)
     with pytest.raises(BundleError, match="schedule.alpha does not match"):
         load_bundle(tiny_bundle_copy)
-    _edit_manifest(tiny_bundle_copy, lambda m: m.update(schedule=schedule_entry(4), steps=8))
+    _edit_manifest(tiny_bundle_copy, lambda m: m.update(schedule=schedule_entry(ScheduleConfig.student(4)), steps=8))
     with pytest.raises(BundleError, match="disagree"):
         load_bundle(tiny_bundle_copy)
 
@@ -168,8 +169,11 @@ def test_wrong_io_names_dtypes_and_fixed_batch(tiny_bundle_copy: Path, make_tiny
 
 
 def test_unsupported_parameterisation_precision_and_graph_sets(tiny_bundle_copy: Path) -> None:
-    _edit_manifest(tiny_bundle_copy, lambda m: m.update(parameterization="eps"))
-    with pytest.raises(BundleError, match="parameterization 'eps'"):
+    _edit_manifest(tiny_bundle_copy, lambda m: m["schedule"].update(parameterization="eps"))
+    with pytest.raises(BundleError, match="manifest schedule: .*parameterization must be one of v"):
+        load_bundle(tiny_bundle_copy)
+    _edit_manifest(tiny_bundle_copy, lambda m: (m["schedule"].update(parameterization="v"), m.update(parameterization="eps")))
+    with pytest.raises(BundleError, match="parameterization 'eps' disagrees"):
         load_bundle(tiny_bundle_copy)
     _edit_manifest(tiny_bundle_copy, lambda m: m.update(parameterization="v", precision="int8"))
     with pytest.raises(BundleError, match="unknown precision"):
@@ -189,8 +193,28 @@ def test_bundle_without_vocoder_or_golden_loads(tiny_bundle_copy: Path) -> None:
         bundle.golden()
 
 
+def test_manifest_schedule_is_one_schedule_config(tiny_bundle_copy: Path) -> None:
+    bundle = load_bundle(tiny_bundle_copy)
+    assert bundle.schedule_config == ScheduleConfig.student(bundle.steps)
+    assert {k: bundle.manifest["schedule"][k] for k in ScheduleConfig.student(1).to_dict()} == bundle.schedule_config.to_dict()
+
+
+def test_older_manifest_schedule_takes_top_level_parameterisation_and_defaults(tiny_bundle_copy: Path) -> None:
+    def engine1_schedule(m: dict) -> None:  # what pdd-engine/1 and early /2 exporters wrote
+        for key in ("parameterization", "continuous", "teacher_steps"):
+            m["schedule"].pop(key)
+        m["parameterization"] = "v"
+
+    _edit_manifest(tiny_bundle_copy, engine1_schedule)
+    bundle = load_bundle(tiny_bundle_copy)
+    assert bundle.schedule_config == ScheduleConfig.student(bundle.steps) and not bundle.continuous_time
+    _edit_manifest(tiny_bundle_copy, lambda m: m["schedule"].update(continuous="yes"))
+    with pytest.raises(BundleError, match="continuous must be true or false"):
+        load_bundle(tiny_bundle_copy)
+
+
 def test_continuous_schedule_allows_any_loop_steps(tiny_bundle_copy: Path) -> None:
-    _edit_manifest(tiny_bundle_copy, lambda m: m.update(schedule=schedule_entry(4, continuous=True)))
+    _edit_manifest(tiny_bundle_copy, lambda m: m.update(schedule=schedule_entry(ScheduleConfig(steps=4, continuous=True))))
     bundle = load_bundle(tiny_bundle_copy)
     assert bundle.continuous_time and bundle.valid_loop_steps(limit=5) == [1, 2, 3, 4, 5]
 

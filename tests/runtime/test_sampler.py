@@ -12,6 +12,7 @@ from pdd.runtime.silence import DEFAULT_GATE, silence_gain
 import pytest
 
 from pdd.runtime.backends import Backend, create_backend
+from pdd.runtime.schedule import ScheduleConfig
 from pdd.runtime.bundle import MANIFEST_NAME, load_bundle, schedule_entry, write_manifest
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.griffinlim import griffin_lim
@@ -80,7 +81,7 @@ def test_step_counts_off_the_grid_are_refused(bundle, cpu) -> None:
 
 def test_continuous_bundle_accepts_any_loop_count(tiny_bundle_copy: Path) -> None:
     manifest = json.loads((tiny_bundle_copy / MANIFEST_NAME).read_text())
-    manifest["schedule"] = schedule_entry(4, continuous=True)
+    manifest["schedule"] = schedule_entry(ScheduleConfig(steps=4, continuous=True))
     write_manifest(tiny_bundle_copy, manifest)
     bundle = load_bundle(tiny_bundle_copy)
     with create_backend("ort", bundle, device="cpu") as backend:

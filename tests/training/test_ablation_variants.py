@@ -23,7 +23,8 @@ from pdd.training.data import MelDataset
 from pdd.training.diffusion import v_loss
 from pdd.training.flops import model_cost
 from pdd.training.models import build_denoiser, model_config, model_config_from_dict
-from pdd.training.train import TrainConfig, prepare_run, read_log, train
+from pdd.training.runfolder import read_log
+from pdd.training.train import TrainConfig, prepare_run, train
 from pdd.training.unet1d import UNetConfig
 from pdd.training.unet2d import UNet2D, UNet2DConfig
 

@@ -12,7 +12,7 @@ import pytest
 from pdd.runtime.config import get_preset
 from pdd.training.cache import write_synthetic_cache
 from pdd.training.checkpoint import load_denoiser
-from pdd.training.train import read_log
+from pdd.training.runfolder import read_log
 
 ARGS = ["--preset", "tiny", "--steps", "20", "--batch-size", "8", "--log-every", "5", "--checkpoint-every", "10",
         "--preview-every", "0", "--no-progress"]

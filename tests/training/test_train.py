@@ -20,15 +20,9 @@ from pdd.training.checkpoint import CheckpointError, load_checkpoint, load_denoi
 from pdd.training.cli_train import app
 from pdd.training.data import MelDataset
 from pdd.training.diffusion import v_loss
-from pdd.training.train import (
-    NonFiniteLoss,
-    TrainConfig,
-    lr_factor,
-    prepare_run,
-    read_log,
-    step_seed,
-    train,
-)
+from pdd.training.repro import step_seed
+from pdd.training.runfolder import read_log
+from pdd.training.train import NonFiniteLoss, TrainConfig, lr_factor, prepare_run, train
 from pdd.training.unet1d import UNet1D, unet_config
 
 TINY = get_preset("tiny")
