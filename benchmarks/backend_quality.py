@@ -29,7 +29,7 @@ from pdd.runtime.griffinlim import initial_phase, packed_to_audio
 from pdd.runtime.pack import pack
 from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings
 from pdd.training.cache import open_cache
-from pdd.training.evaluate import held_out_scorer
+from pdd.training.heldout import held_out_scorer
 
 
 def decoders(bundle: Bundle, backend) -> dict[str, Callable[[np.ndarray], np.ndarray]]:

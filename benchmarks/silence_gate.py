@@ -26,7 +26,7 @@ from pdd.runtime.pack import unpack
 from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings
 from pdd.runtime.silence import SilenceGate
 from pdd.training.cache import open_cache
-from pdd.training.evaluate import held_out_scorer
+from pdd.training.heldout import held_out_scorer
 
 GRID = [None, (-1.0, 0.02), (-0.95, 0.05), (-0.9, 0.1), (-0.85, 0.1), (-0.8, 0.1), (-0.9, 0.2), (-0.8, 0.2), (-0.7, 0.2),
         (-0.6, 0.2), (-0.5, 0.2), (-0.4, 0.2), (-0.6, 0.4)]

@@ -99,7 +99,8 @@ def run(
     settings = EvalSettings(clips=clips, seed=seed, steps=parse_steps(steps), reference_steps=reference_steps,
                             gl_iters=gl_iters, batch_size=batch_size, reference_clips=reference_clips, fd_bp=fd_bp,
                             wavs=wavs, ddpm_steps=ddpm_steps)
-    from pdd.training.evaluate import comparison_line, evaluate_models
+    from pdd.training.eval_report import comparison_line
+    from pdd.training.evaluate import evaluate_models
 
     result = evaluate_models(teacher, list(students) if students else None, data, out, settings, device=device,
                              threads=threads, force=force, vocoder_ckpt=vocoder_ckpt)

@@ -11,26 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import soundfile as sf
 
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.fileio import ensure_writable_dir
 from pdd.training.cache import write_json_atomic
+from pdd.training.process_pool import TIMEOUT_PREFIX, run_limited
+from pdd.training.render_score import peak_normalise, render_midi, score_to_midi
 
 MANIFEST_NAME = "corpus.json"
 MANIFEST_FORMAT = "pdd-corpus/1"
@@ -63,7 +60,6 @@ SOUNDFONT_CANDIDATES = (
     "/usr/share/soundfonts/FluidR3_GM.sf2",
 )
 # Failures are remembered across runs (the same music21 gives the same error); a time-out is retried with a longer limit.
-TIMEOUT_PREFIX = "timed out"
 
 
 class CorpusError(PddError):
@@ -190,55 +186,6 @@ def select_works(composers: Iterable[str] = DEFAULT_COMPOSERS, limit: int | None
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def score_to_midi(source: str | os.PathLike[str], midi_path: str | os.PathLike[str]) -> float:
-    """Parse a score, expand its repeats, put every part on acoustic piano, write MIDI. Returns its length in quarter notes."""
-    from music21 import converter, instrument, midi, stream
-
-    score = converter.parse(str(source))
-    if isinstance(score, stream.Opus):
-        # A file holding several pieces (some .abc files): play them one after another.
-        score = score.mergeScores() if hasattr(score, "mergeScores") else score.scores[0]
-    if not score.parts:
-        raise ValueError("score has no parts")
-    score = score.expandRepeats()
-    for part in score.parts:
-        for old in list(part.recurse().getElementsByClass(instrument.Instrument)):
-            old.activeSite.remove(old)
-        part.insert(0, instrument.Piano())  # General MIDI program 0: acoustic grand piano
-    midi_file = midi.translate.streamToMidiFile(score)
-    midi_file.open(str(midi_path), "wb")
-    try:
-        midi_file.write()
-    finally:
-        midi_file.close()
-    return float(score.duration.quarterLength)
-
-
-def render_midi(midi_path: Path, settings: RenderSettings, fluidsynth: str, scratch: Path) -> np.ndarray:
-    """FluidSynth fast render (float, no clipping) → mono float32 at settings.sample_rate, not yet normalised."""
-    raw = scratch / "render.wav"
-    cmd = [
-        fluidsynth, "-ni", "-q", "-r", str(settings.sample_rate), "-T", "wav", "-O", "float",
-        "-F", str(raw), settings.soundfont, str(midi_path),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0 or not raw.is_file():
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise RuntimeError(f"fluidsynth failed ({detail[-1] if detail else f'exit {proc.returncode}'})")
-    wave, rate = sf.read(str(raw), dtype="float32", always_2d=True)
-    if rate != settings.sample_rate:
-        raise RuntimeError(f"fluidsynth wrote {rate} Hz instead of {settings.sample_rate} Hz")
-    return wave.mean(axis=1, dtype=np.float32)
-
-
-def peak_normalise(wave: np.ndarray, peak_dbfs: float) -> np.ndarray:
-    """Scale so the largest sample sits at `peak_dbfs` (FluidSynth's default gain peaks near 0.15, wasting 16 dB)."""
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    if peak <= 0.0 or not np.isfinite(peak):
-        raise ValueError("rendered audio is silent")
-    return (wave * np.float32(10.0 ** (peak_dbfs / 20.0) / peak)).astype(np.float32)
-
-
 def output_path(out: Path, work: Work) -> Path:
     return out / f"{work.id}.flac"
 
@@ -251,7 +198,8 @@ def render_work(work: Work, out: Path, settings: RenderSettings, fluidsynth: str
         scratch = Path(scratch_name)
         midi_path = scratch / "score.mid"
         score_to_midi(work.source, midi_path)
-        wave = peak_normalise(render_midi(midi_path, settings, fluidsynth, scratch), settings.peak_dbfs)
+        wave = peak_normalise(render_midi(midi_path, settings.sample_rate, settings.soundfont, fluidsynth, scratch),
+                              settings.peak_dbfs)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         sf.write(str(tmp), wave, settings.sample_rate, format="FLAC", subtype="PCM_16")
@@ -277,83 +225,6 @@ def _corpus_relative(source: str) -> str:
         return path.relative_to(corpus_root()).as_posix()
     except ValueError:
         return path.name
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# A pool of forked processes with a per-task time limit
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _child(conn: Connection, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    os.setpgrp()  # its own process group, so a time-out also kills the fluidsynth it started
-    try:
-        result: tuple[str, Any] = ("ok", func(*args))
-    except BaseException as exc:  # noqa: BLE001 — any failure of one score is reported, never fatal
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        result = ("error", f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
-    try:
-        conn.send(result)
-    finally:
-        conn.close()
-
-
-def run_limited(
-    tasks: list[tuple[str, Callable[..., Any], tuple[Any, ...]]],
-    workers: int,
-    time_limit: float,
-    on_result: Callable[[str, str, Any], None],
-    should_stop: Callable[[], bool] = lambda: False,
-) -> None:
-    """Run (key, func, args) tasks in at most `workers` forked processes; each gets `time_limit` seconds or is killed.
-
-    `on_result(key, status, value)` is called in the parent with status "ok" (value = return value) or "error"
-    (value = reason, including "timed out after N s"). Once `should_stop()` is true no task starts and running ones are
-    killed (without a result).
-    """
-    ctx = multiprocessing.get_context("fork")
-    pending = list(reversed(tasks))
-    running: dict[Connection, tuple[str, Any, float]] = {}
-    try:
-        while pending or running:
-            if should_stop():
-                break
-            while pending and len(running) < workers:
-                key, func, args = pending.pop()
-                parent_end, child_end = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_child, args=(child_end, func, args), daemon=True)
-                proc.start()
-                child_end.close()
-                running[parent_end] = (key, proc, time.monotonic())
-            ready = wait(list(running), timeout=0.2)
-            for conn in ready:
-                key, proc, _ = running.pop(conn)
-                try:
-                    status, value = conn.recv()
-                except (EOFError, OSError):
-                    proc.join(5)
-                    status, value = "error", f"worker died (exit code {proc.exitcode})"
-                conn.close()
-                proc.join(5)
-                on_result(key, status, value)
-            now = time.monotonic()
-            for conn, (key, proc, started) in list(running.items()):
-                if now - started > time_limit:
-                    _kill_group(proc)
-                    running.pop(conn)
-                    conn.close()
-                    on_result(key, "error", f"{TIMEOUT_PREFIX} after {time_limit:g} s")
-    finally:
-        for conn, (_, proc, _) in running.items():
-            _kill_group(proc)
-            conn.close()
-
-
-def _kill_group(proc: Any) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
-    proc.join(5)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -26,10 +26,7 @@ wavs/<row>/clip-NN.wav.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,28 +34,29 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pdd.runtime.audio import load_audio, write_audio
+from pdd.runtime.audio import load_audio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import AudioError, ConfigError
-from pdd.runtime import fileio
-from pdd.runtime.fileio import claim_output_folder
 from pdd.runtime.griffinlim import DEFAULT_ITERS
 from pdd.runtime.mel import log_mel
-from pdd.runtime.plots import pyplot, save_figure
 from pdd.runtime.schedule import TEACHER_STEPS
+from pdd.training.eval_report import (
+    Row,
+    fmt,
+    comparison_line,
+    comparisons,
+    plot_metrics,
+    plot_spectrogram_grid,
+    prepare_out,
+    write_tables,
+    write_wavs,
+)
+from pdd.training.heldout import Scorer, held_out_sets, load_embedder
 from pdd.training.metrics import (
-    GaussianStats,
-    frechet_distance,
-    band_std,
-    mel_frame_features,
-    silent_fraction,
-    spectral_flux,
     teacher_fidelity,
 )
 
 STANDARD_STEPS = (TEACHER_STEPS, 256, 64, 32, 16, 8, 4, 2, 1)
-OUTPUT_FILES = ("table.md", "table.json", "metrics_vs_steps.png", "spectrograms.png")
-WAV_DIR = "wavs"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 FAD_NOTE = ("FD-BP is a Fréchet distance of Basic Pitch embeddings, not VGGish FAD: VGGish weights are downloaded from a model "
             "hub, which pdd does not do; compare FD-BP values within this table only.")
@@ -103,173 +101,6 @@ class EvalSettings:
         return data
 
 
-@dataclass
-class Row:
-    """One line of the table."""
-
-    name: str
-    kind: str  # "teacher", "student", "reference", "generated"
-    steps: int | None
-    clips: int
-    fd_bp: float | None = None
-    fd_mel: float | None = None
-    flux_mean: float | None = None
-    flux_std: float | None = None
-    fidelity_db: float | None = None
-    sample_s_per_clip: float | None = None
-    vocoder_s_per_clip: float | None = None
-    silent_fraction: float | None = None  # the "busy and flat" statistics (metrics.py), on the row's re-analysed audio
-    band_std: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# -- scoring audio against a reference set --------------------------------------------------------------------------------
-
-class Scorer:
-    """Holds the reference set's statistics; `score(waves)` gives FD-mel, FD-BP and flux of a set of waves against it."""
-
-    def __init__(self, config: AudioConfig, reference_mels: list[np.ndarray], reference_waves: list[np.ndarray],
-                 embedder: Any | None) -> None:
-        self.config = config
-        self.embedder = embedder
-        self.mel_stats = GaussianStats.from_features(_frame_features(reference_mels, config))
-        self.bp_stats = None
-        if embedder is not None:
-            self.bp_stats = GaussianStats.from_features(embedder.embed_many(reference_waves, config.sample_rate))
-
-    def score_mels(self, mels: list[np.ndarray], waves: list[np.ndarray] | None) -> dict[str, float | None]:
-        flux = spectral_flux(mels, self.config)
-        result: dict[str, float | None] = {
-            "fd_mel": frechet_distance(GaussianStats.from_features(_frame_features(mels, self.config)), self.mel_stats),
-            "flux_mean": flux.mean, "flux_std": flux.std, "fd_bp": None,
-            "silent_fraction": silent_fraction(mels, self.config), "band_std": band_std(mels, self.config),
-        }
-        if self.embedder is not None and waves is not None:
-            feats = self.embedder.embed_many(waves, self.config.sample_rate)
-            result["fd_bp"] = frechet_distance(GaussianStats.from_features(feats), self.bp_stats)
-        return result
-
-    def score(self, waves: list[np.ndarray]) -> dict[str, float | None]:
-        """Re-analyse waves with the project's front end, then score them."""
-        return self.score_mels([log_mel(np.asarray(w, dtype=np.float32), self.config) for w in waves], waves)
-
-
-def _frame_features(mels: list[np.ndarray], config: AudioConfig) -> np.ndarray:
-    return np.concatenate([mel_frame_features(m[None] if m.ndim == 2 else m, config) for m in mels], axis=0)
-
-
-def load_embedder(enabled: bool) -> tuple[Any | None, str | None]:
-    """The FD-BP embedder, or (None, why) when disabled or basic-pitch is missing (FD-mel still works)."""
-    if not enabled:
-        return None, "FD-BP disabled (--no-fd-bp)"
-    from pdd.training.basic_pitch import BasicPitchEmbedder, BasicPitchUnavailable
-
-    try:
-        return BasicPitchEmbedder(), None
-    except BasicPitchUnavailable as exc:
-        return None, f"FD-BP skipped: {exc}"
-
-
-# -- held-out reference sets ----------------------------------------------------------------------------------------------
-
-def split_by_source(source_ids: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Two disjoint halves of clip indices, whole source files to one side, as even in clips as possible.
-
-    Returns (half_a, half_b, by_source); with a single source file the clips are split alternately (by_source False).
-    """
-    source_ids = np.asarray(source_ids)
-    sources = np.unique(source_ids)
-    rng = np.random.default_rng(seed)
-    if sources.size < 2:
-        order = rng.permutation(source_ids.size)
-        return np.sort(order[0::2]), np.sort(order[1::2]), False
-    halves: list[list[int]] = [[], []]
-    for source in rng.permutation(sources):
-        members = np.flatnonzero(source_ids == source).tolist()
-        halves[0 if len(halves[0]) <= len(halves[1]) else 1].extend(members)
-    return np.sort(np.array(halves[0])), np.sort(np.array(halves[1])), True
-
-
-@dataclass
-class HeldOut:
-    """The held-out clips an evaluation compares against."""
-
-    mels_a: np.ndarray  # (≤K, F, T) the "real" rows' clips
-    mels_b: np.ndarray  # (M, F, T) the reference half
-    waves_a: np.ndarray | None  # original audio of the clips, when the cache's source folder is present
-    waves_b: np.ndarray | None
-    by_source: bool
-    audio_note: str
-
-
-def original_clips(cache: Any, split: str, indices: np.ndarray) -> np.ndarray | None:
-    """The original audio of cached clips (from the folder `pdd-data prepare` read), or None when it is gone or differs."""
-    root = cache.index.get("input")
-    if not root or not Path(root).is_dir():
-        return None
-    config: AudioConfig = cache.config
-    sources, offsets = cache.sources(split), cache.offsets(split)
-    loaded: dict[str, np.ndarray] = {}
-    waves = []
-    for i in indices:
-        name = sources[int(i)]
-        try:
-            if name not in loaded:
-                loaded[name] = load_audio(Path(root) / name, config.sample_rate)
-        except AudioError:
-            return None
-        start = int(offsets[int(i)])
-        clip = loaded[name][start:start + config.clip_samples]
-        if clip.shape[0] != config.clip_samples:
-            return None
-        waves.append(clip)
-    waves_arr = np.stack(waves)
-    # The files must still be what the cache was made from: their mels must match the cached ones (float16 rounding aside).
-    cached = np.asarray(cache.clips(split)[indices], dtype=np.float32)
-    if np.abs(log_mel(waves_arr, config) - cached).mean() > 0.01:
-        return None
-    return waves_arr
-
-
-def held_out_sets(cache: Any, clips: int, reference_clips: int, seed: int) -> HeldOut:
-    ids = cache.source_ids("heldout") if "heldout" in cache.splits else np.zeros(0, dtype=np.int64)
-    if ids.size < 4:
-        raise ConfigError(f"{cache.path} has {ids.size} held-out clips; evaluation needs at least 4 (re-run pdd-data "
-                          f"prepare with a larger --heldout-fraction)")
-    half_a, half_b, by_source = split_by_source(ids, seed)
-    rng = np.random.default_rng(seed + 1)
-    if half_a.size > clips:
-        half_a = np.sort(rng.choice(half_a, clips, replace=False))
-    if half_b.size > reference_clips:
-        half_b = np.sort(rng.choice(half_b, reference_clips, replace=False))
-    data = cache.clips("heldout")
-    mels_a, mels_b = np.asarray(data[half_a], np.float32), np.asarray(data[half_b], np.float32)
-    waves_a, waves_b = original_clips(cache, "heldout", half_a), original_clips(cache, "heldout", half_b)
-    if waves_a is None or waves_b is None:
-        waves_a = waves_b = None
-        note = ("reference audio: Griffin-Lim of the held-out mels (the cache's source audio was not found), so FD-BP's "
-                "real-vs-real and Griffin-Lim rows coincide")
-    else:
-        note = "reference audio: the original held-out audio"
-    if not by_source:
-        note += "; the held-out set has one source file, so its halves share it (real vs real is optimistic)"
-    return HeldOut(mels_a, mels_b, waves_a, waves_b, by_source, note)
-
-
-def held_out_scorer(cache: Any, clips: int, reference_clips: int = 64, seed: int = 0) -> tuple[HeldOut, Scorer]:
-    """The held-out sets of `cache` and a Scorer (FD-BP + FD-mel) on the reference half's original audio: what the back-end
-    benchmarks score against. ConfigError when the source audio or basic-pitch is missing."""
-    held = held_out_sets(cache, clips, reference_clips, seed)
-    if held.waves_a is None or held.waves_b is None:
-        raise ConfigError(f"{cache.path}: the audio it was made from is gone; the reference needs the original audio")
-    embedder, note = load_embedder(True)
-    if embedder is None:
-        raise ConfigError(note or "FD-BP unavailable")
-    return held, Scorer(cache.config, [held.mels_b], list(held.waves_b), embedder)
-
-
 # -- sampling ---------------------------------------------------------------------------------------------------------------
 
 def timed_sampling(model: Any, z1: Any, steps: int, batch_size: int) -> tuple[np.ndarray, float]:
@@ -296,151 +127,6 @@ def timed_vocoder(mels: np.ndarray, config: AudioConfig, n_iter: int) -> tuple[n
     started = time.perf_counter()
     waves = mel_to_wave(mels, config, n_iter=n_iter)
     return waves, (time.perf_counter() - started) / mels.shape[0]
-
-
-# -- the table --------------------------------------------------------------------------------------------------------------
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9@]+", "-", name.lower()).strip("-").replace("@", "-at-")
-
-
-def _evaluation_files(out: Path) -> list[Path]:
-    return [out / name for name in OUTPUT_FILES] + sorted((out / WAV_DIR).glob("*/*.wav"))
-
-
-def prepare_out(out: Path, force: bool) -> None:
-    """Refuse a folder that holds files unless `force`, which removes only what an evaluation writes."""
-    claim_output_folder(out, force=force, own_files=_evaluation_files, hint="pass --force to replace the evaluation there")
-    wav_dir = out / WAV_DIR
-    if wav_dir.is_dir():  # row folders emptied by --force go too
-        for sub in wav_dir.iterdir():
-            if sub.is_dir() and not any(sub.iterdir()):
-                sub.rmdir()
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
-        return f"{value:.{digits}g}"
-    return f"{value:.{digits}f}" if abs(value) < 100 else f"{value:.1f}"
-
-
-def markdown_table(rows: list[Row], notes: list[str], title: str) -> str:
-    header = ("| row | N | FD-BP ↓ | FD-mel ↓ | flux mean (dB) | flux std (dB) | fidelity vs teacher (dB MAE) ↓ "
-              "| sampling s/clip | Griffin-Lim s/clip |")
-    lines = [f"# {title}", "", header, "|" + "---|" * 9]
-    for r in rows:
-        lines.append(f"| {r.name} | {r.steps if r.steps is not None else '—'} | {_fmt(r.fd_bp)} | {_fmt(r.fd_mel)} | "
-                     f"{_fmt(r.flux_mean)} | {_fmt(r.flux_std)} | {_fmt(r.fidelity_db)} | {_fmt(r.sample_s_per_clip, 4)} | "
-                     f"{_fmt(r.vocoder_s_per_clip, 4)} |")
-    lines.append("")
-    lines.extend(f"- {note}" for note in notes)
-    return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fileio.atomic_write_text(path, text)  # the one atomic writer: records the file in the folder's ledger
-
-
-def write_tables(out: Path, rows: list[Row], notes: list[str], title: str, extra: dict[str, Any]) -> None:
-    write_text_atomic(out / "table.md", markdown_table(rows, notes, title))
-    payload = {"format": "pdd-eval/1", "title": title, "rows": [r.to_dict() for r in rows], "notes": notes, **extra}
-    write_text_atomic(out / "table.json", json.dumps(payload, indent=2) + "\n")
-
-
-def comparisons(rows: list[Row], reference_steps: int) -> list[dict[str, Any]]:
-    """For every N with both rows, the claim the table exists to test: does student@N beat teacher DDIM@N, and how close
-    does it come to the teacher at `reference_steps` (the slow sampler it was distilled from)?
-
-    Per metric (FD-BP, FD-mel: lower is better; fidelity: dB MAE to the reference, lower is better) the entry holds both
-    values, the reference row's value, `student_better_<m>` and, for the distances, `student_closer_to_reference_<m>`
-    (|student − reference| < |teacher@N − reference|): a student that reproduces a flawed teacher faithfully is "worse"
-    than a blurrier few-step teacher on an FD that happens to prefer blur, but it is closer to what it was trained to be.
-    """
-    teacher = {r.steps: r for r in rows if r.kind == "teacher"}
-    reference = teacher.get(reference_steps)
-    result = []
-    for r in rows:
-        if r.kind == "student" and r.steps in teacher:
-            t = teacher[r.steps]
-            entry: dict[str, Any] = {"steps": r.steps}
-            for metric in ("fd_bp", "fd_mel", "fidelity_db"):
-                a, b = getattr(r, metric), getattr(t, metric)
-                ref = getattr(reference, metric) if reference is not None else None
-                entry[f"student_{metric}"], entry[f"teacher_{metric}"], entry[f"reference_{metric}"] = a, b, ref
-                entry[f"student_better_{metric}"] = None if a is None or b is None else bool(a < b)
-                if metric != "fidelity_db":
-                    entry[f"student_closer_to_reference_{metric}"] = (
-                        None if a is None or b is None or ref is None else bool(abs(a - ref) < abs(b - ref)))
-            result.append(entry)
-    return result
-
-
-def comparison_line(entry: dict[str, Any], reference_steps: int) -> str:
-    """One line for people: student@N vs teacher DDIM@N (and teacher@reference) on every metric."""
-    parts = []
-    for metric, label, unit in (("fd_bp", "FD-BP", ""), ("fd_mel", "FD-mel", ""), ("fidelity_db", "fidelity", " dB")):
-        a, b = entry[f"student_{metric}"], entry[f"teacher_{metric}"]
-        if a is None or b is None:
-            continue
-        ref = entry.get(f"reference_{metric}")
-        ref_text = f" (teacher@{reference_steps} {_fmt(ref)})" if ref is not None and metric != "fidelity_db" else ""
-        parts.append(f"{label} {_fmt(a)} vs {_fmt(b)}{unit}{ref_text}")
-    return f"student@{entry['steps']} vs teacher DDIM@{entry['steps']}: " + "; ".join(parts)
-
-
-# -- plots --------------------------------------------------------------------------------------------------------------------
-
-def plot_metrics(path: Path, rows: list[Row]) -> None:
-    """Metric vs N (log axis), teacher vs student, with the reference rows as horizontal lines."""
-    plt = pyplot()
-    metrics = [("fd_bp", "FD-BP"), ("fd_mel", "FD-mel (dB²)"), ("flux_mean", "spectral flux mean (dB)"),
-               ("fidelity_db", "fidelity vs teacher@ref (dB MAE)")]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=100)
-    for ax, (key, label) in zip(axes.ravel(), metrics):
-        for kind, style in (("teacher", "o-"), ("student", "s-")):
-            points = [(r.steps, getattr(r, key)) for r in rows if r.kind == kind and getattr(r, key) is not None]
-            if points:
-                xs, ys = zip(*sorted(points))
-                ax.plot(xs, ys, style, label="teacher DDIM" if kind == "teacher" else "student")
-        for r, color in zip([r for r in rows if r.kind == "reference"], ("tab:green", "tab:gray")):
-            if getattr(r, key) is not None:
-                ax.axhline(getattr(r, key), ls="--", color=color, label=r.name)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("sampling steps N")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def plot_spectrogram_grid(path: Path, named_mels: list[tuple[str, np.ndarray]], columns: int = 4) -> None:
-    """One row per table row, the first `columns` clips side by side (normalised log-mels, shared colour scale)."""
-    plt = pyplot()
-    columns = max(1, min(columns, min(m.shape[0] for _, m in named_mels)))
-    fig, axes = plt.subplots(len(named_mels), columns, figsize=(2.6 * columns, 1.25 * len(named_mels) + 0.4), dpi=100,
-                             squeeze=False)
-    for row, (name, mels) in enumerate(named_mels):
-        for col in range(columns):
-            ax = axes[row, col]
-            ax.imshow(mels[col], origin="lower", aspect="auto", cmap="magma", vmin=-1, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col == 0:
-                ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def write_wavs(out: Path, name: str, waves: np.ndarray | list[np.ndarray], sample_rate: int) -> None:
-    folder = out / WAV_DIR / slug(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    for k, wave in enumerate(waves):
-        write_audio(folder / f"clip-{k:02d}.wav", np.asarray(wave), sample_rate, overwrite=True)
 
 
 # -- teacher + students ------------------------------------------------------------------------------------------------------
@@ -562,8 +248,8 @@ def evaluate_models(
             if settings.wavs:
                 write_wavs(out, f"{name} vocoder", neural_waves, audio.sample_rate)
         r = rows[-1]
-        log(f"pdd-eval: {name}: FD-mel {_fmt(r.fd_mel)}, FD-BP {_fmt(r.fd_bp)}, fidelity {_fmt(r.fidelity_db)} dB, "
-            f"{_fmt(sample_seconds, 4)} s/clip")
+        log(f"pdd-eval: {name}: FD-mel {fmt(r.fd_mel)}, FD-BP {fmt(r.fd_bp)}, fidelity {fmt(r.fidelity_db)} dB, "
+            f"{fmt(sample_seconds, 4)} s/clip")
 
     for n in settings.steps:
         if n == settings.reference_steps:
@@ -651,8 +337,8 @@ def evaluate_folders(generated: str | os.PathLike[str], reference: str | os.Path
     embedder, bp_note = load_embedder(fd_bp)
     scorer = Scorer(config, [log_mel(w, config) for w in ref_waves], ref_waves, embedder)
     rows = [Row("generated", "generated", None, len(gen_waves), **scorer.score(gen_waves))]
-    log(f"pdd-eval: {len(gen_waves)} generated vs {len(ref_waves)} reference files: FD-mel {_fmt(rows[0].fd_mel)}, "
-        f"FD-BP {_fmt(rows[0].fd_bp)}")
+    log(f"pdd-eval: {len(gen_waves)} generated vs {len(ref_waves)} reference files: FD-mel {fmt(rows[0].fd_mel)}, "
+        f"FD-BP {fmt(rows[0].fd_bp)}")
     notes = [FAD_NOTE if embedder is not None else (bp_note or ""),
              f"generated: {generated} ({len(gen_waves)} files); reference: {reference} ({len(ref_waves)} files); "
              f"analysed with the {config.name!r} preset front end at {config.sample_rate} Hz"]
@@ -662,7 +348,4 @@ def evaluate_folders(generated: str | os.PathLike[str], reference: str | os.Path
     return EvalResult(rows, notes, out)
 
 
-__all__ = [
-    "EvalResult", "EvalSettings", "HeldOut", "Row", "STANDARD_STEPS", "Scorer", "evaluate_folders", "evaluate_models",
-    "held_out_sets", "split_by_source",
-]
+__all__ = ["EvalResult", "EvalSettings", "STANDARD_STEPS", "evaluate_folders", "evaluate_models"]

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -90,6 +90,11 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def append_log(path: Path, entry: dict[str, Any]) -> None:
+    """One JSON line onto a run log, recorded in the folder's ledger (so --force may remove the log)."""
+    fileio.append_line(path, json.dumps(entry))
+
+
 def truncate_log(path: Path, step: int) -> None:
     """Drop log lines after `step`: a resumed run rewrites the steps the killed one logged past its checkpoint."""
     entries = [e for e in read_log(path) if isinstance(e.get("step", 0), int) and e.get("step", 0) <= step]
@@ -117,3 +122,34 @@ def plot_loss(log_path: Path, png_path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     save_figure(fig, png_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKind:
+    """What differs between the resumable runs (teacher, learned vocoder): the config type and the section of the run file
+    it is saved under, the file names, what may change on resume, and which files are the run's own (what --force removes)."""
+
+    config_type: Any
+    section: str
+    checkpoint_name: str
+    run_name: str
+    may_change: frozenset[str]
+    own_files: Callable[[Path], list[Path]]
+    data_hint: str  # the --data value a new run needs, for its error message
+
+
+def prepare_resumable_run(kind: RunKind, out: str | os.PathLike[str], given: dict[str, Any], *, resume: bool,
+                          force: bool) -> Any:
+    """The config of the run in `out`: a new one from `given` (None values dropped), or (resume) the saved one with the
+    allowed changes applied. A new run refuses a non-empty `out` unless `force`, which removes only the run's own files."""
+    out = Path(out)
+    given = {k: v for k, v in given.items() if v is not None}
+    refuse_resume_with_force(resume, force)
+    if resume:
+        return resumed_config(out, kind.checkpoint_name, kind.run_name, kind.section, kind.config_type, given, kind.may_change)
+    if "data" not in given:
+        raise ConfigError(f"--data {kind.data_hint} is required for a new run")
+    config = kind.config_type(**given)
+    fileio.claim_output_folder(out, force=force, own_files=kind.own_files,
+                               hint="pass --resume to continue that run or --force to start over")
+    return config

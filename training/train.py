@@ -17,7 +17,6 @@ on CPU, whatever happened in between.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -31,7 +30,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pdd.runtime import fileio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.jsonconfig import JsonConfig
@@ -56,10 +54,11 @@ from pdd.training.models import model_config as build_model_config
 from pdd.training.progress import Progress
 from pdd.training.repro import BatchPlan, restore_rng_states, rng_states, step_seed
 from pdd.training.runfolder import (
+    RunKind,
+    append_log,
+    prepare_resumable_run,
     keep_milestone,
     plot_loss,
-    refuse_resume_with_force,
-    resumed_config,
     truncate_log,
     write_json_atomic,
 )
@@ -200,19 +199,8 @@ def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: b
 
     A new run refuses a non-empty `out` unless `force`, which removes only the files a run writes (never anything else).
     """
-    out = Path(out)
-    given = {k: v for k, v in given.items() if v is not None}
-    refuse_resume_with_force(resume, force)
-    if resume:
-        return resumed_config(out, CHECKPOINT_FILE, RUN_FILE, "train", TrainConfig, given, RESUME_MAY_CHANGE)
-
-    if "data" not in given:
-        raise ConfigError("--data CACHE is required for a new run")
-    config = TrainConfig(**given)
-    fileio.claim_output_folder(
-        out, force=force, own_files=_run_files, hint="pass --resume to continue that run or --force to start over"
-    )
-    return config
+    kind = RunKind(TrainConfig, "train", CHECKPOINT_FILE, RUN_FILE, RESUME_MAY_CHANGE, _run_files, "CACHE")
+    return prepare_resumable_run(kind, out, given, resume=resume, force=force)
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -365,7 +353,7 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
 
     def log_line(entry: dict[str, Any]) -> None:
         if world.is_main:
-            fileio.append_line(log_path, json.dumps(entry))  # recorded in the run's ledger: --force may remove it
+            append_log(log_path, entry)
 
     def write_checkpoint(step: int) -> None:
         nonlocal last_good

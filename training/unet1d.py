@@ -30,8 +30,64 @@ from pdd.runtime.schedule import log_snr
 TIME_INPUTS = ("t", "logsnr")
 
 
+class LevelShape:
+    """What the 1D and 2D U-Net configs share (both are frozen dataclasses with these fields): the level arithmetic and the
+    checks of level widths, attention heads and time input. Each config adds its own geometry's checks."""
+
+    channel_mults: tuple[int, ...]
+    attention_levels: tuple[int, ...]
+    base_channels: int
+    num_res_blocks: int
+    head_channels: int
+    norm_groups: int
+    dropout: float
+    time_input: str
+    time_embed_mult: int
+    mid_attention: bool
+
+    def _store_tuples(self) -> None:
+        # Accept lists from JSON but store tuples, so configs hash and compare by value.
+        object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
+        object.__setattr__(self, "attention_levels", tuple(int(a) for a in self.attention_levels))
+
+    @property
+    def levels(self) -> int:
+        return len(self.channel_mults)
+
+    @property
+    def time_embed_dim(self) -> int:
+        return self.base_channels * self.time_embed_mult
+
+    def level_channels(self, level: int) -> int:
+        return self.base_channels * self.channel_mults[level]
+
+    def level_problems(self) -> list[str]:
+        problems = []
+        if not self.channel_mults or any(m <= 0 for m in self.channel_mults):
+            problems.append("channel_mults must be a non-empty list of positive integers")
+        if self.num_res_blocks < 1:
+            problems.append("num_res_blocks must be >= 1")
+        if any(not 0 <= a < max(len(self.channel_mults), 1) for a in self.attention_levels):
+            problems.append(f"attention_levels must index levels 0..{len(self.channel_mults) - 1}")
+        widths = [self.level_channels(i) for i in range(len(self.channel_mults))] if self.channel_mults else []
+        if self.norm_groups <= 0 or any(w % self.norm_groups for w in widths):
+            problems.append(f"norm_groups ({self.norm_groups}) must divide every level width {widths}")
+        attn_widths = [widths[a] for a in self.attention_levels if 0 <= a < len(widths)]
+        if self.mid_attention and widths:
+            attn_widths.append(widths[-1])
+        if self.head_channels <= 0 or any(w % self.head_channels for w in attn_widths):
+            problems.append(f"head_channels ({self.head_channels}) must divide every attention width {attn_widths}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append("dropout must be in [0, 1)")
+        if self.time_input not in TIME_INPUTS:
+            problems.append(f"time_input must be one of {', '.join(TIME_INPUTS)}")
+        if self.time_embed_mult <= 0:
+            problems.append("time_embed_mult must be positive")
+        return problems
+
+
 @dataclass(frozen=True)
-class UNetConfig(JsonConfig):
+class UNetConfig(LevelShape, JsonConfig):
     """Shape of a 1D U-Net. `in_channels` is the packed channel count C·F (also the output's)."""
 
     config_kind: ClassVar[str] = "U-Net config"
@@ -56,28 +112,18 @@ class UNetConfig(JsonConfig):
     top_channels: int = 0
 
     def __post_init__(self) -> None:
-        # Accept lists from JSON but store tuples, so configs hash and compare by value.
-        object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
-        object.__setattr__(self, "attention_levels", tuple(int(a) for a in self.attention_levels))
+        self._store_tuples()
         self.validate()
-
-    @property
-    def levels(self) -> int:
-        return len(self.channel_mults)
 
     @property
     def downsample_factor(self) -> int:
         """The packed length must be a multiple of this (one halving between consecutive levels)."""
         return 2 ** (self.levels - 1)
 
-    @property
-    def time_embed_dim(self) -> int:
-        return self.base_channels * self.time_embed_mult
-
     def level_channels(self, level: int) -> int:
         if level == 0 and self.top_channels:
             return self.top_channels
-        return self.base_channels * self.channel_mults[level]
+        return super().level_channels(level)
 
     @property
     def stem_channels(self) -> int:
@@ -94,28 +140,9 @@ class UNetConfig(JsonConfig):
         problems = []
         if self.in_channels <= 0 or self.base_channels <= 0:
             problems.append("in_channels and base_channels must be positive")
-        if not self.channel_mults or any(m <= 0 for m in self.channel_mults):
-            problems.append("channel_mults must be a non-empty list of positive integers")
-        if self.num_res_blocks < 1:
-            problems.append("num_res_blocks must be >= 1")
-        if any(not 0 <= a < max(len(self.channel_mults), 1) for a in self.attention_levels):
-            problems.append(f"attention_levels must index levels 0..{len(self.channel_mults) - 1}")
         if self.top_channels < 0:
             problems.append("top_channels must be >= 0 (0: base_channels × channel_mults[0])")
-        widths = [self.level_channels(i) for i in range(len(self.channel_mults))] if self.channel_mults else []
-        if self.norm_groups <= 0 or any(w % self.norm_groups for w in widths):
-            problems.append(f"norm_groups ({self.norm_groups}) must divide every level width {widths}")
-        attn_widths = [widths[a] for a in self.attention_levels if 0 <= a < len(widths)]
-        if self.mid_attention and widths:
-            attn_widths.append(widths[-1])
-        if self.head_channels <= 0 or any(w % self.head_channels for w in attn_widths):
-            problems.append(f"head_channels ({self.head_channels}) must divide every attention width {attn_widths}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append("dropout must be in [0, 1)")
-        if self.time_input not in TIME_INPUTS:
-            problems.append(f"time_input must be one of {', '.join(TIME_INPUTS)}")
-        if self.time_embed_mult <= 0:
-            problems.append("time_embed_mult must be positive")
+        problems += self.level_problems()
         if problems:
             raise ConfigError(f"invalid U-Net config {self.name!r}: " + "; ".join(problems))
 
@@ -193,6 +220,11 @@ def unet_config(preset: str, audio: AudioConfig, **overrides: Any) -> UNetConfig
 # Layers
 
 
+def time_value(t: torch.Tensor, time_input: str) -> torch.Tensor:
+    """What the sinusoidal features see: the clipped log-SNR of t, or 1000·t (spreads [0, 1] over their frequency range)."""
+    return log_snr(t.float()) if time_input == "logsnr" else t.float() * 1000.0
+
+
 class SinusoidalEmbedding(nn.Module):
     """Transformer-style sin/cos features of a scalar per batch item; the frequencies are a buffer (an ONNX constant)."""
 
@@ -207,48 +239,56 @@ class SinusoidalEmbedding(nn.Module):
         return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
-class ResBlock(nn.Module):
-    """GroupNorm → SiLU → Conv, time embedding as scale/shift on the second norm, GroupNorm → SiLU → Conv; residual."""
+CONVS = {1: nn.Conv1d, 2: nn.Conv2d}  # `dims`: 1 = convolve over time (this U-Net), 2 = over mel × time (unet2d.py)
 
-    def __init__(self, in_ch: int, out_ch: int, embed_dim: int, groups: int, dropout: float) -> None:
+
+class ResBlock(nn.Module):
+    """GroupNorm → SiLU → Conv, time embedding as scale/shift on the second norm, GroupNorm → SiLU → Conv; residual.
+    `dims` 2 makes it the 2D U-Net's block (3×3 convolutions); the parameter names are the same either way."""
+
+    def __init__(self, in_ch: int, out_ch: int, embed_dim: int, groups: int, dropout: float, dims: int = 1) -> None:
         super().__init__()
+        conv = CONVS[dims]
+        self.spatial = (slice(None), slice(None)) + (None,) * dims  # (B, 2·out) → (B, 2·out, 1[, 1]) for the scale/shift
         self.norm1 = nn.GroupNorm(groups, in_ch)
-        self.conv1 = nn.Conv1d(in_ch, out_ch, 3, padding=1)
+        self.conv1 = conv(in_ch, out_ch, 3, padding=1)
         self.embed = nn.Linear(embed_dim, 2 * out_ch)
         self.norm2 = nn.GroupNorm(groups, out_ch)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv1d(out_ch, out_ch, 3, padding=1)
+        self.conv2 = conv(out_ch, out_ch, 3, padding=1)
         # Zero-init the last conv so every block starts as the identity: stable early training of deep stacks.
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv1d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.skip = conv(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.embed(F.silu(emb))[:, :, None].chunk(2, dim=1)
+        scale, shift = self.embed(F.silu(emb))[self.spatial].chunk(2, dim=1)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over time positions, with a residual; the output projection starts at zero."""
+    """Multi-head self-attention over every position (time; or mel × time with `dims` 2), with a residual; the output
+    projection starts at zero."""
 
-    def __init__(self, channels: int, head_channels: int, groups: int) -> None:
+    def __init__(self, channels: int, head_channels: int, groups: int, dims: int = 1) -> None:
         super().__init__()
+        conv = CONVS[dims]
         self.heads = channels // head_channels
         self.norm = nn.GroupNorm(groups, channels)
-        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
-        self.proj = nn.Conv1d(channels, channels, 1)
+        self.qkv = conv(channels, 3 * channels, 1)
+        self.proj = conv(channels, channels, 1)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, length = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(batch, 3 * self.heads, channels // self.heads, length)
-        q, k, v = qkv.transpose(2, 3).chunk(3, dim=1)  # each (B, heads, L, head_ch)
+        batch, channels = x.shape[0], x.shape[1]
+        qkv = self.qkv(self.norm(x)).reshape(batch, 3 * self.heads, channels // self.heads, -1)  # positions flattened
+        q, k, v = qkv.transpose(2, 3).chunk(3, dim=1)  # each (B, heads, positions, head_ch)
         out = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj(out.transpose(2, 3).reshape(batch, channels, length))
+        return x + self.proj(out.transpose(2, 3).reshape(x.shape))
 
 
 class Downsample(nn.Module):
@@ -356,11 +396,7 @@ class UNet1D(nn.Module):
             self.skip_conv = nn.Conv1d(cfg.in_channels, cfg.in_channels, 3, padding=1, groups=cfg.in_channels)
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
-        if self.config.time_input == "logsnr":
-            value = log_snr(t.float())
-        else:
-            value = t.float() * 1000.0  # spread [0, 1] over the sinusoid's frequency range
-        return self.time_mlp(self.time_features(value))
+        return self.time_mlp(self.time_features(time_value(t, self.config.time_input)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = self.embed_time(t)

@@ -23,14 +23,13 @@ from torch import nn
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.jsonconfig import JsonConfig
-from pdd.runtime.schedule import log_snr
-from pdd.training.unet1d import TIME_INPUTS, SinusoidalEmbedding
+from pdd.training.unet1d import LevelShape, ResBlock, SelfAttention, SinusoidalEmbedding, time_value
 
 ARCH = "unet2d"
 
 
 @dataclass(frozen=True)
-class UNet2DConfig(JsonConfig):
+class UNet2DConfig(LevelShape, JsonConfig):
     """Shape of a 2D U-Net over the (n_mels, frames) mel image. `arch` tells checkpoints which network to build."""
 
     config_kind: ClassVar[str] = "2D U-Net config"
@@ -55,29 +54,17 @@ class UNet2DConfig(JsonConfig):
     stem_stride: int = 4
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
-        object.__setattr__(self, "attention_levels", tuple(int(a) for a in self.attention_levels))
+        self._store_tuples()
         self.validate()
-
-    @property
-    def levels(self) -> int:
-        return len(self.channel_mults)
 
     @property
     def downsample_factor(self) -> int:
         return self.stem_stride * 2 ** (self.levels - 1)
 
     @property
-    def time_embed_dim(self) -> int:
-        return self.base_channels * self.time_embed_mult
-
-    @property
     def in_channels(self) -> int:
         """Channels of the (B, C, L) tensor the model takes: the unpacked mel's bins."""
         return self.n_mels
-
-    def level_channels(self, level: int) -> int:
-        return self.base_channels * self.channel_mults[level]
 
     def validate(self) -> None:
         problems = []
@@ -85,26 +72,9 @@ class UNet2DConfig(JsonConfig):
             problems.append(f"arch must be {ARCH!r}")
         if self.n_mels <= 0 or self.frames <= 0 or self.base_channels <= 0:
             problems.append("n_mels, frames and base_channels must be positive")
-        if not self.channel_mults or any(m <= 0 for m in self.channel_mults):
-            problems.append("channel_mults must be a non-empty list of positive integers")
-        if self.num_res_blocks < 1:
-            problems.append("num_res_blocks must be >= 1")
         if not 1 <= self.stem_stride <= 16:
             problems.append("stem_stride must be in 1..16")
-        if any(not 0 <= a < max(len(self.channel_mults), 1) for a in self.attention_levels):
-            problems.append(f"attention_levels must index levels 0..{len(self.channel_mults) - 1}")
-        widths = [self.base_channels * m for m in self.channel_mults] if self.channel_mults else []
-        if self.norm_groups <= 0 or any(w % self.norm_groups for w in widths):
-            problems.append(f"norm_groups ({self.norm_groups}) must divide every level width {widths}")
-        attn = [widths[a] for a in self.attention_levels if 0 <= a < len(widths)] + ([widths[-1]] if self.mid_attention and widths else [])
-        if self.head_channels <= 0 or any(w % self.head_channels for w in attn):
-            problems.append(f"head_channels ({self.head_channels}) must divide every attention width {attn}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append("dropout must be in [0, 1)")
-        if self.time_input not in TIME_INPUTS:
-            problems.append(f"time_input must be one of {', '.join(TIME_INPUTS)}")
-        if self.time_embed_mult <= 0:
-            problems.append("time_embed_mult must be positive")
+        problems += self.level_problems()
         if problems:
             raise ConfigError(f"invalid 2D U-Net config {self.name!r}: " + "; ".join(problems))
 
@@ -143,48 +113,6 @@ def unet2d_config(preset: str, audio: AudioConfig, **overrides: Any) -> UNet2DCo
     return config
 
 
-class ResBlock2D(nn.Module):
-    """As the 1D ResBlock, with 3×3 convolutions."""
-
-    def __init__(self, in_ch: int, out_ch: int, embed_dim: int, groups: int, dropout: float) -> None:
-        super().__init__()
-        self.norm1 = nn.GroupNorm(groups, in_ch)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.embed = nn.Linear(embed_dim, 2 * out_ch)
-        self.norm2 = nn.GroupNorm(groups, out_ch)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)  # every block starts as the identity
-        nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.embed(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
-        return self.skip(x) + self.conv2(self.dropout(F.silu(h)))
-
-
-class SelfAttention2D(nn.Module):
-    """Multi-head self-attention over every (mel, time) position of a low-resolution grid, residual, zero-init output."""
-
-    def __init__(self, channels: int, head_channels: int, groups: int) -> None:
-        super().__init__()
-        self.heads = channels // head_channels
-        self.norm = nn.GroupNorm(groups, channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(batch, 3 * self.heads, channels // self.heads, height * width)
-        q, k, v = qkv.transpose(2, 3).chunk(3, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v).transpose(2, 3).reshape(batch, channels, height, width)
-        return x + self.proj(out)
-
-
 class UNet2D(nn.Module):
     """v-prediction denoiser: forward(x (B, F, T), t (B,)) → v̂ (B, F, T), convolving the mel image in 2D."""
 
@@ -199,14 +127,14 @@ class UNet2D(nn.Module):
                                     padding=1 if stride == 1 else 0)
 
         def attention(level: int, channels: int) -> nn.Module:
-            return SelfAttention2D(channels, cfg.head_channels, groups) if level in cfg.attention_levels else nn.Identity()
+            return SelfAttention(channels, cfg.head_channels, groups, dims=2) if level in cfg.attention_levels else nn.Identity()
 
         skip_widths, channels = [cfg.base_channels], cfg.base_channels
         self.down_blocks, self.down_attns, self.downsamples = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for level in range(cfg.levels):
             width = cfg.level_channels(level)
             for _ in range(cfg.num_res_blocks):
-                self.down_blocks.append(ResBlock2D(channels, width, embed_dim, groups, cfg.dropout))
+                self.down_blocks.append(ResBlock(channels, width, embed_dim, groups, cfg.dropout, dims=2))
                 self.down_attns.append(attention(level, width))
                 channels = width
                 skip_widths.append(channels)
@@ -214,15 +142,15 @@ class UNet2D(nn.Module):
                 self.downsamples.append(nn.Conv2d(channels, channels, 3, stride=2, padding=1))
                 skip_widths.append(channels)
 
-        self.mid_block1 = ResBlock2D(channels, channels, embed_dim, groups, cfg.dropout)
-        self.mid_attention = SelfAttention2D(channels, cfg.head_channels, groups) if cfg.mid_attention else nn.Identity()
-        self.mid_block2 = ResBlock2D(channels, channels, embed_dim, groups, cfg.dropout)
+        self.mid_block1 = ResBlock(channels, channels, embed_dim, groups, cfg.dropout, dims=2)
+        self.mid_attention = SelfAttention(channels, cfg.head_channels, groups, dims=2) if cfg.mid_attention else nn.Identity()
+        self.mid_block2 = ResBlock(channels, channels, embed_dim, groups, cfg.dropout, dims=2)
 
         self.up_blocks, self.up_attns, self.upsamples = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for level in reversed(range(cfg.levels)):
             width = cfg.level_channels(level)
             for _ in range(cfg.num_res_blocks + 1):
-                self.up_blocks.append(ResBlock2D(channels + skip_widths.pop(), width, embed_dim, groups, cfg.dropout))
+                self.up_blocks.append(ResBlock(channels + skip_widths.pop(), width, embed_dim, groups, cfg.dropout, dims=2))
                 self.up_attns.append(attention(level, width))
                 channels = width
             if level > 0:
@@ -235,8 +163,7 @@ class UNet2D(nn.Module):
         nn.init.zeros_(self.output_conv.bias)
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
-        value = log_snr(t.float()) if self.config.time_input == "logsnr" else t.float() * 1000.0
-        return self.time_mlp(self.time_features(value))
+        return self.time_mlp(self.time_features(time_value(t, self.config.time_input)))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = self.embed_time(t)

@@ -12,7 +12,6 @@ read from the folder it was made from, so the held-out clips `pdd-eval` scores o
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -32,7 +31,7 @@ from pdd.runtime.mel import log_mel
 from pdd.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from pdd.training.progress import Progress
 from pdd.training.repro import step_seed
-from pdd.training.runfolder import plot_loss, read_log, refuse_resume_with_force, resumed_config
+from pdd.training.runfolder import RunKind, append_log, plot_loss, prepare_resumable_run, truncate_log
 from pdd.training.train import lr_factor
 from pdd.training.vocoder import VOCODER_GATE, LossConfig, MelVocoder, VocoderInfo, VocoderLoss, parameter_count, vocoder_preset
 
@@ -186,16 +185,9 @@ def run_files(out: Path) -> list[Path]:
 
 
 def prepare_vocoder_run(out: Path, given: dict[str, Any], *, resume: bool, force: bool) -> VocoderTrainConfig:
-    given = {k: v for k, v in given.items() if v is not None}
-    refuse_resume_with_force(resume, force)
-    if resume:
-        return resumed_config(out, CHECKPOINT_FILE, RUN_FILE, "vocoder_train", VocoderTrainConfig, given, RESUME_MAY_CHANGE)
-    if "data" not in given:
-        raise ConfigError("--data AUDIO_DIR_OR_CACHE is required for a new run")
-    config = VocoderTrainConfig(**given)
-    fileio.claim_output_folder(out, force=force, own_files=run_files,
-                               hint="pass --resume to continue that run or --force to start over")
-    return config
+    kind = RunKind(VocoderTrainConfig, "vocoder_train", CHECKPOINT_FILE, RUN_FILE, RESUME_MAY_CHANGE, run_files,
+                   "AUDIO_DIR_OR_CACHE")
+    return prepare_resumable_run(kind, out, given, resume=resume, force=force)
 
 
 def vocoder_state(model: MelVocoder, ema: MelVocoder, optimizer: torch.optim.Optimizer, step: int,
@@ -254,7 +246,7 @@ def train_vocoder(out: str | os.PathLike[str], given: dict[str, Any], *, resume:
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
         start = int(state["step"])
-        _truncate_log(out / LOG_FILE, start)
+        truncate_log(out / LOG_FILE, start)
     if start >= config.steps:
         log(f"pdd-vocoder: {out} already trained {start} steps (--steps {config.steps}); nothing to do")
         return out / CHECKPOINT_FILE
@@ -301,7 +293,7 @@ def train_vocoder(out: str | os.PathLike[str], given: dict[str, Any], *, resume:
             rate = window_steps / max(time.perf_counter() - window_started, 1e-9)
             bar.update(step, float(loss.detach()), rate)
             if step % config.log_every == 0 or step == config.steps:
-                _append_log(out / LOG_FILE, {"step": step, "loss": round(float(loss.detach()), 6), **{k: round(v, 6) for k, v in parts.items()},
+                append_log(out / LOG_FILE, {"step": step, "loss": round(float(loss.detach()), 6), **{k: round(v, 6) for k, v in parts.items()},
                                              "lr": optimizer.param_groups[0]["lr"], "it_s": round(rate, 3)})
                 window_started, window_steps = time.perf_counter(), 0
             if step % config.checkpoint_every == 0 or step == config.steps:
@@ -329,10 +321,3 @@ def write_preview(model: MelVocoder, stream: SegmentStream, path: Path) -> None:
     write_audio(path, wave / peak * 0.89 if peak > 1.0 else wave, stream.audio.sample_rate, subtype="pcm16", overwrite=True)
 
 
-def _append_log(path: Path, entry: dict[str, Any]) -> None:
-    fileio.append_line(path, json.dumps(entry))  # recorded in the run's ledger: --force may remove it
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    entries = [e for e in read_log(path) if int(e.get("step", 0)) <= step]
-    fileio.atomic_write_text(path, "".join(json.dumps(e) + "\n" for e in entries))

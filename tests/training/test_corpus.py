@@ -21,12 +21,11 @@ from pdd.training.corpus import (
     Work,
     find_fluidsynth,
     find_soundfont,
-    peak_normalise,
     render_corpus,
-    run_limited,
-    score_to_midi,
     select_works,
 )
+from pdd.training.process_pool import run_limited
+from pdd.training.render_score import peak_normalise, score_to_midi
 
 HAVE_FLUIDSYNTH = shutil.which("fluidsynth") is not None and any(Path(p).is_file() for p in corpus_module.SOUNDFONT_CANDIDATES)
 needs_fluidsynth = pytest.mark.skipif(not HAVE_FLUIDSYNTH, reason="fluidsynth and a GM soundfont are not installed")

@@ -11,7 +11,7 @@ import torch
 from pdd.runtime.config import get_preset
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.schedule import alpha_sigma, ddim_step
-from pdd.training.distill import (
+from pdd.training.distill_round import (
     DistillConfig,
     distillation_loss,
     distillation_targets,
@@ -120,7 +120,7 @@ def test_distill_config_rounds_and_validation():
 
 
 def test_a_nan_loss_stops_before_the_weights_change():
-    from pdd.training.distill import NonFiniteLoss
+    from pdd.training.train import NonFiniteLoss
 
     teacher = tiny_teacher()
     student = new_student(teacher)

@@ -17,7 +17,8 @@ from pdd.runtime.mel import log_mel
 from pdd.training.cache import open_cache, synthetic_piece, write_synthetic_cache
 from pdd.training.checkpoint import CheckpointInfo, make_checkpoint_state, save_checkpoint
 from pdd.training.distill import distill, prepare_distill_run
-from pdd.training.evaluate import EvalSettings, Scorer, evaluate_folders, evaluate_models, held_out_sets, split_by_source
+from pdd.training.evaluate import EvalSettings, evaluate_folders, evaluate_models
+from pdd.training.heldout import Scorer, held_out_sets, split_by_source
 from pdd.training.prepare import PrepareParams, prepare_cache
 from pdd.training.unet1d import UNet1D, unet_config
 
