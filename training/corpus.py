@@ -31,6 +31,9 @@ from pdd.training.render_score import peak_normalise, render_midi, score_to_midi
 
 MANIFEST_NAME = "corpus.json"
 MANIFEST_FORMAT = "pdd-corpus/1"
+# Bumped when pdd renders scores it used to fail on (2: badly formed repeats play as written), so a re-run retries the
+# failures an older pdd remembered instead of skipping them again.
+RENDERER_VERSION = 2
 APT_INSTALL = "sudo apt-get install --no-install-recommends fluidsynth timgm6mb-soundfont"
 
 # Keyboard-friendly composers of music21's corpus (string quartets and chorales render well on one piano).
@@ -282,9 +285,10 @@ def reusable_entry(previous: dict[str, Any] | None, work: Work, out: Path, verif
 
 
 def remembered_failure(previous: dict[str, Any] | None, work: Work, time_limit: float) -> str | None:
-    """A previous run's failure of `work` that would happen again: any parse/expand error (the same music21 gives the
-    same error), and a time-out unless `time_limit` is now longer than the one it ran out of."""
-    if previous is None:
+    """A previous run's failure of `work` that would happen again: any parse error of the same renderer (the same music21
+    gives the same error), and a time-out unless `time_limit` is now longer than the one it ran out of. Failures recorded
+    by an older renderer are retried."""
+    if previous is None or previous.get("renderer", 1) != RENDERER_VERSION:
         return None
     for entry in previous.get("skipped", []):
         if entry.get("id") != work.id:
@@ -307,6 +311,7 @@ def write_manifest(out: Path, works: list[Work], done: dict[str, dict[str, Any]]
     skipped = [{"id": w.id, "reason": failed[w.id]} for w in works if w.id in failed]
     manifest = {
         "format": MANIFEST_FORMAT,
+        "renderer": RENDERER_VERSION,
         "settings": {
             "identity": settings.identity(),
             "soundfont": Path(settings.soundfont).name,
