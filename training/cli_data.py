@@ -104,6 +104,10 @@ def prepare(
         0.1, "--heldout", "--heldout-fraction", help="Fraction of source files held out for evaluation."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the train/held-out split by source file."),
+    heldout_from: Optional[Path] = typer.Option(
+        None, "--heldout-from", help="Hold out exactly the source files another cache held out (e.g. a cache of a smaller "
+        "corpus this folder grows), so both are scored against the same pieces; replaces --heldout/--seed."
+    ),
     dtype: str = typer.Option("float16", "--dtype", help="float16 (half the disk) or float32."),
     force: bool = typer.Option(False, "--force", help="Rebuild a cache made with another preset, or a corrupt one."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
@@ -116,7 +120,9 @@ def prepare(
     from pdd.training.prepare import PrepareParams, prepare_cache
 
     config = get_preset(preset)
-    params = PrepareParams(hop_seconds=hop, silence_db=silence_db, heldout_fraction=heldout, seed=seed, dtype=dtype)
+    kept = heldout_sources_of(heldout_from) if heldout_from is not None else ()
+    params = PrepareParams(hop_seconds=hop, silence_db=silence_db, heldout_fraction=heldout, seed=seed, dtype=dtype,
+                           heldout_sources=kept)
     with _progress(transient=True) as progress:
         task = progress.add_task("reading", total=None, note="")
 
@@ -127,6 +133,17 @@ def prepare(
     if as_json:
         print(json.dumps(report.to_dict(), indent=1))
     _print_prepare_report(report)
+
+
+def heldout_sources_of(cache_path: Path) -> tuple[str, ...]:
+    """The source files a cache held out, sorted (CacheError when it is not a readable cache or holds none)."""
+    from pdd.training.cache import CacheError, open_cache
+
+    cache = open_cache(cache_path)
+    names = tuple(sorted(set(cache.sources("heldout")))) if "heldout" in cache.splits else ()
+    if not names:
+        raise CacheError(f"--heldout-from {cache_path}: that cache has no held-out clips")
+    return names
 
 
 def _shown(text: object) -> str:

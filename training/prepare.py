@@ -37,6 +37,9 @@ CORPUS_MANIFEST = "corpus.json"
 MEL_BATCH = 32  # clips per log_mel call: bounds memory for hour-long files
 
 
+MAX_HELDOUT_SOURCES = 100_000
+
+
 @dataclass(frozen=True)
 class PrepareParams:
     """How audio becomes clips; recorded in the cache index (a change rebuilds the cache)."""
@@ -46,8 +49,13 @@ class PrepareParams:
     heldout_fraction: float = 0.1  # of source files
     seed: int = 0
     dtype: str = "float16"
+    # Source files held out by name instead of by the seeded fraction: another cache's held-out split (--heldout-from), so
+    # a cache built from more audio is scored against the same held-out pieces as the one it grows.
+    heldout_sources: tuple[str, ...] = ()
 
     def validate(self) -> None:
+        if len(self.heldout_sources) > MAX_HELDOUT_SOURCES or not all(isinstance(n, str) for n in self.heldout_sources):
+            raise ConfigError(f"held-out sources must be at most {MAX_HELDOUT_SOURCES} file names")
         if self.hop_seconds is not None and not (math.isfinite(self.hop_seconds) and self.hop_seconds > 0):
             raise ConfigError(f"--hop must be a positive number of seconds, got {self.hop_seconds}")
         if not 0.0 <= self.heldout_fraction < 1.0:
@@ -183,8 +191,17 @@ def _unusable_entry(path: Path) -> str | None:
     return None
 
 
-def split_by_source(names: list[str], heldout_fraction: float, seed: int) -> dict[str, str]:
-    """Seeded split of source files: name → "train" | "heldout" (at least one held out when there are ≥ 2 files)."""
+def split_by_source(names: list[str], heldout_fraction: float, seed: int,
+                    heldout_sources: tuple[str, ...] = ()) -> dict[str, str]:
+    """Seeded split of source files: name → "train" | "heldout" (at least one held out when there are ≥ 2 files). With
+    `heldout_sources`, exactly those names are held out (ConfigError when none of them is among `names`)."""
+    if heldout_sources:
+        fixed = set(heldout_sources) & set(names)
+        if not fixed:
+            raise ConfigError(f"none of the {len(set(heldout_sources))} held-out source files to keep is in this audio folder "
+                              f"(e.g. {printable(sorted(heldout_sources)[0], 120)!r}); point --heldout-from at a cache "
+                              "of the same folder layout")
+        return {name: ("heldout" if name in fixed else "train") for name in names}
     n = len(names)
     n_heldout = int(round(heldout_fraction * n))
     if heldout_fraction > 0 and n >= 2:
@@ -293,7 +310,7 @@ def prepare_cache(
     check_writable(out)
 
     names = [p.relative_to(audio_dir).as_posix() for p in files]
-    assignment = split_by_source(names, params.heldout_fraction, params.seed)
+    assignment = split_by_source(names, params.heldout_fraction, params.seed, params.heldout_sources)
     report = PrepareReport(out=out, preset=config.name, files_found=len(files) + len(skipped), silence_db=params.silence_db,
                            notes=notes, skipped_files=list(skipped))
     report.splits = {split: {"files": 0, "clips": 0, "hours": 0.0} for split in ("train", "heldout")}

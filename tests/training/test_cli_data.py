@@ -75,6 +75,33 @@ def test_prepare_reports_and_reruns_as_noop(audio_dir, tmp_path):
     assert again.exit_code == 0 and "up to date" in _text(again.stderr)
 
 
+def test_prepare_heldout_from_keeps_another_caches_held_out_pieces(audio_dir, tmp_path):
+    small = tmp_path / "small"
+    first = runner.invoke(app, ["prepare", str(audio_dir), "--out", str(small), "--preset", "tiny", "--heldout", "0.34"])
+    assert first.exit_code == 0, first.output
+    held = set(open_cache(small).sources("heldout"))
+    # the corpus grows by two pieces; the bigger cache holds out exactly the same ones, whatever the seed would pick
+    for i in (3, 4):
+        sf.write(str(audio_dir / f"song{i}.wav"), synthetic_piece(TINY, 9.5, seed=i), TINY.sample_rate)
+    big = tmp_path / "big"
+    grown = runner.invoke(app, ["prepare", str(audio_dir), "--out", str(big), "--preset", "tiny", "--heldout-from", str(small)])
+    assert grown.exit_code == 0, grown.output
+    cache = open_cache(big)
+    assert set(cache.sources("heldout")) == held
+    assert {"song3.wav", "song4.wav"} <= set(cache.sources("train")) and not held & set(cache.sources("train"))
+    assert cache.index["params"]["heldout_sources"] == sorted(held)
+
+
+def test_prepare_heldout_from_bad_caches(audio_dir, tmp_path):
+    not_a_cache = runner.invoke(app, ["prepare", str(audio_dir), "--out", str(tmp_path / "c"), "--preset", "tiny",
+                                      "--heldout-from", str(tmp_path)])
+    assert "index.json" in _error_line(not_a_cache) or "cache" in _error_line(not_a_cache)
+    other = write_synthetic_cache(tmp_path / "other", TINY, 4, 2)  # its held-out sources are not files of audio_dir
+    unrelated = runner.invoke(app, ["prepare", str(audio_dir), "--out", str(tmp_path / "c"), "--preset", "tiny",
+                                    "--heldout-from", str(other)])
+    assert "none of the" in _error_line(unrelated) and not (tmp_path / "c" / "index.json").exists()
+
+
 def test_prepare_float32_and_hop(audio_dir, tmp_path):
     out = tmp_path / "cache"
     result = runner.invoke(
