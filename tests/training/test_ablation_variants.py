@@ -68,6 +68,11 @@ def test_old_configs_load_as_unet1d_and_unknown_archs_are_refused() -> None:
     assert "top_channels" not in old and "arch" not in old  # the default config serialises as before the variants
     assert isinstance(model_config_from_dict(old), UNetConfig)
     assert isinstance(model_config_from_dict(model_config("unet2d", "tiny", TINY.with_pack_mode("none")).to_dict()), UNet2DConfig)
+    saved_2d = model_config("unet2d", "tiny", TINY.with_pack_mode("none")).to_dict()
+    assert saved_2d["input_skip"] is True
+    del saved_2d["input_skip"]  # a 2D config saved before the input skip existed: a network without it
+    assert model_config_from_dict(saved_2d).input_skip is False
+    assert not hasattr(UNet2D(model_config_from_dict(saved_2d)), "skip_gain")
     with pytest.raises(Exception, match="unknown model architecture"):
         model_config_from_dict({**old, "arch": "transformer"})
     with pytest.raises(Exception, match="--pack none"):
