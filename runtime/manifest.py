@@ -217,6 +217,8 @@ def schedule_config(manifest: dict[str, Any], path: Path) -> ScheduleConfig:
         config = ScheduleConfig(**fields)
     except ConfigError as exc:
         raise BundleError(f"{path}: manifest schedule: {printable(str(exc), 200)}; {REEXPORT}") from None
+    if config.teacher_steps > MAX_MANIFEST_STEPS:
+        raise BundleError(f"{path}: schedule.teacher_steps must be at most {MAX_MANIFEST_STEPS}; {REEXPORT}")
     top = manifest.get("parameterization", config.parameterization)
     if top != config.parameterization:
         raise BundleError(f"{path}: parameterization {printable(repr(top), 40)} disagrees with schedule.parameterization "

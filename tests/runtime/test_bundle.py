@@ -211,6 +211,9 @@ def test_older_manifest_schedule_takes_top_level_parameterisation_and_defaults(t
     _edit_manifest(tiny_bundle_copy, lambda m: m["schedule"].update(continuous="yes"))
     with pytest.raises(BundleError, match="continuous must be true or false"):
         load_bundle(tiny_bundle_copy)
+    _edit_manifest(tiny_bundle_copy, lambda m: m["schedule"].update(continuous=False, teacher_steps=10**12))
+    with pytest.raises(BundleError, match="teacher_steps must be at most 1024"):
+        load_bundle(tiny_bundle_copy)
 
 
 def test_continuous_schedule_allows_any_loop_steps(tiny_bundle_copy: Path) -> None:
