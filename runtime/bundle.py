@@ -80,11 +80,15 @@ class Bundle:
     path: Path
     manifest: dict[str, Any]
     audio: AudioConfig
-    steps: int
     schedule: dict[str, np.ndarray]  # the grid's t, alpha, sigma as float64 arrays
     graphs: dict[str, GraphSpec]
     hash: str
     schedule_config: ScheduleConfig  # which schedule, parameterisation and grid the model samples with
+
+    @property
+    def steps(self) -> int:
+        """N: the grid the bundle's sampler runs (checked equal to the manifest's top-level "steps")."""
+        return self.schedule_config.steps
 
     @property
     def name(self) -> str:
@@ -219,8 +223,7 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_graphs: bool = True
         raise BundleError(f"{manifest_path}: missing keys {', '.join(missing)}; {REEXPORT}")
 
     audio = _check_audio(manifest, path)
-    steps, schedule = _check_schedule(manifest, path)
-    schedule_cfg = schedule_config(manifest, path)
+    schedule_cfg, schedule = _check_schedule(manifest, path)
     if manifest["precision"] not in PRECISIONS:
         raise BundleError(f"{path}: unknown precision {manifest['precision']!r}; {REEXPORT}")
     graphs = _parse_graphs(manifest, path)
@@ -232,7 +235,7 @@ def load_bundle(bundle_dir: str | os.PathLike[str], *, check_graphs: bool = True
         _check_files(manifest, path)
 
     bundle = Bundle(
-        path=path, manifest=manifest, audio=audio, steps=steps, schedule=schedule, graphs=graphs,
+        path=path, manifest=manifest, audio=audio, schedule=schedule, graphs=graphs,
         hash=hashlib.sha256(raw).hexdigest(), schedule_config=schedule_cfg,
     )
     if check_graphs:

@@ -279,7 +279,8 @@ def _check_audio(manifest: dict[str, Any], path: Path) -> AudioConfig:
     return audio
 
 
-def _check_schedule(manifest: dict[str, Any], path: Path) -> tuple[int, dict[str, np.ndarray]]:
+def _check_schedule(manifest: dict[str, Any], path: Path) -> tuple[ScheduleConfig, dict[str, np.ndarray]]:
+    """The manifest's ScheduleConfig and its grid's t/alpha/sigma, checked against this runtime's cosine grid."""
     sched = manifest["schedule"]
     steps = manifest["steps"]
     if not isinstance(sched, dict) or sched.get("kind") != "cosine":
@@ -300,7 +301,7 @@ def _check_schedule(manifest: dict[str, Any], path: Path) -> tuple[int, dict[str
                 f"(made by another pdd version?); {REEXPORT}"
             )
         arrays[key] = values
-    return steps, arrays
+    return schedule_config(manifest, path), arrays
 
 
 def _parse_graphs(manifest: dict[str, Any], path: Path) -> dict[str, GraphSpec]:
