@@ -88,6 +88,7 @@ def export_graph(
     `fold_limit` caps constant folding (elements per folded tensor): the vocoder passes a small one so its DFT bases stay
     ops (Range → Cos/Sin) instead of megabytes of constants.
     """
+    contract = GRAPHS[graph]
     if any(x.shape[0] < 2 for x in example_inputs):
         raise ValueError("export with an example batch >= 2, or the exporter fixes the batch axis at 1")
     batch = torch.export.Dim(BATCH_AXIS, min=1, max=MAX_BATCH)
@@ -99,8 +100,8 @@ def export_graph(
             module,
             tuple(example_inputs),
             dynamo=True,
-            input_names=list(GRAPHS[graph].input_names),
-            output_names=list(GRAPHS[graph].output_names),
+            input_names=list(contract.input_names),
+            output_names=list(contract.output_names),
             dynamic_shapes=dynamic_shapes,
             opset_version=OPSET,
             optimize=fold_limit is None,
@@ -111,7 +112,7 @@ def export_graph(
 
             onnxscript.optimizer.optimize(program.model, output_size_limit=fold_limit)
         proto = program.model_proto
-    _name_batch_axes(proto, GRAPHS[graph].input_names, GRAPHS[graph].output_names)
+    _name_batch_axes(proto, contract.input_names, contract.output_names)
     return proto
 
 

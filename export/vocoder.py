@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pdd.runtime.config import AudioConfig
+from pdd.runtime.graphs import GRAPHS
 from pdd.runtime.griffinlim import _EPS as GL_EPS
 from pdd.runtime.griffinlim import DEFAULT_ITERS, DEFAULT_MOMENTUM
 from pdd.runtime.mel import mel_pseudo_inverse, reference_power
@@ -169,7 +170,8 @@ def export_gl_vocoder(audio: AudioConfig, x0: "np.ndarray", phase0: "np.ndarray"
     proto = export_graph(module, examples, "vocoder", fold_limit=VOCODER_FOLD_LIMIT)
     proto.graph.name = "vocoder"
     assert_batch_is_dynamic(proto)
-    got = run_graph(proto, {"x0": x0, "phase0": phase0})["waveform"]
+    contract = GRAPHS["vocoder"]
+    got = run_graph(proto, dict(zip(contract.input_names, (x0, phase0))))[contract.output]
     checks = [compare("vocoder", "fp32", "torch", got, want),
               compare("vocoder", "fp32", "numpy", got, numpy_vocoder(x0, phase0, audio, n_iter, momentum, gate))]
     failed = [p for p in checks if not p.passed]
