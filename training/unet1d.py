@@ -239,6 +239,21 @@ class SinusoidalEmbedding(nn.Module):
         return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
+def input_skip_layers(channels: int, embed_dim: int) -> tuple[nn.Linear, nn.Conv1d]:
+    """The full-rank input skip's layers (see `UNetConfig.input_skip`): per-channel gains from the time embedding, zero at
+    start (the skip begins closed), and a depthwise time filter. Plain layers, so the models keep their parameter names."""
+    gain = nn.Linear(embed_dim, 2 * channels)
+    nn.init.zeros_(gain.weight)
+    nn.init.zeros_(gain.bias)
+    return gain, nn.Conv1d(channels, channels, 3, padding=1, groups=channels)
+
+
+def add_input_skip(out: torch.Tensor, x: torch.Tensor, emb: torch.Tensor, gain: nn.Linear, conv: nn.Conv1d) -> torch.Tensor:
+    """v̂ `out` plus the skip of x (B, C, L): a time-gated x and a time-gated depthwise filter of x."""
+    gain_x, gain_s = gain(F.silu(emb))[:, :, None].chunk(2, dim=1)
+    return out + gain_x * x + gain_s * conv(x)
+
+
 CONVS = {1: nn.Conv1d, 2: nn.Conv2d}  # `dims`: 1 = convolve over time (this U-Net), 2 = over mel × time (unet2d.py)
 
 
@@ -390,10 +405,7 @@ class UNet1D(nn.Module):
         nn.init.zeros_(self.output_conv.weight)
         nn.init.zeros_(self.output_conv.bias)
         if cfg.input_skip:
-            self.skip_gain = nn.Linear(embed_dim, 2 * cfg.in_channels)
-            nn.init.zeros_(self.skip_gain.weight)
-            nn.init.zeros_(self.skip_gain.bias)
-            self.skip_conv = nn.Conv1d(cfg.in_channels, cfg.in_channels, 3, padding=1, groups=cfg.in_channels)
+            self.skip_gain, self.skip_conv = input_skip_layers(cfg.in_channels, embed_dim)
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
         return self.time_mlp(self.time_features(time_value(t, self.config.time_input)))
@@ -420,8 +432,7 @@ class UNet1D(nn.Module):
 
         out = self.output_conv(F.silu(self.output_norm(h)))
         if self.config.input_skip:
-            gain_x, gain_s = self.skip_gain(F.silu(emb))[:, :, None].chunk(2, dim=1)
-            out = out + gain_x * x + gain_s * self.skip_conv(x)
+            out = add_input_skip(out, x, emb, self.skip_gain, self.skip_conv)
         return out
 
 

@@ -23,7 +23,15 @@ from torch import nn
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.jsonconfig import JsonConfig
-from pdd.training.unet1d import LevelShape, ResBlock, SelfAttention, SinusoidalEmbedding, time_value
+from pdd.training.unet1d import (
+    LevelShape,
+    ResBlock,
+    SelfAttention,
+    SinusoidalEmbedding,
+    add_input_skip,
+    input_skip_layers,
+    time_value,
+)
 
 ARCH = "unet2d"
 
@@ -173,10 +181,7 @@ class UNet2D(nn.Module):
         nn.init.zeros_(self.output_conv.weight)  # the untrained model predicts v̂ = 0, as the 1D one
         nn.init.zeros_(self.output_conv.bias)
         if cfg.input_skip:  # as the 1D U-Net's, per mel bin (the "channels" of x (B, F, T))
-            self.skip_gain = nn.Linear(embed_dim, 2 * cfg.n_mels)
-            nn.init.zeros_(self.skip_gain.weight)
-            nn.init.zeros_(self.skip_gain.bias)
-            self.skip_conv = nn.Conv1d(cfg.n_mels, cfg.n_mels, 3, padding=1, groups=cfg.n_mels)
+            self.skip_gain, self.skip_conv = input_skip_layers(cfg.n_mels, embed_dim)
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
         return self.time_mlp(self.time_features(time_value(t, self.config.time_input)))
@@ -205,6 +210,5 @@ class UNet2D(nn.Module):
             h = F.interpolate(h, scale_factor=float(self.config.stem_stride), mode="nearest")
         out = self.output_conv(h).squeeze(1)
         if self.config.input_skip:
-            gain_x, gain_s = self.skip_gain(F.silu(emb))[:, :, None].chunk(2, dim=1)
-            out = out + gain_x * x + gain_s * self.skip_conv(x)
+            out = add_input_skip(out, x, emb, self.skip_gain, self.skip_conv)
         return out
