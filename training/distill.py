@@ -50,7 +50,7 @@ from pdd.training.ema import EMA
 from pdd.training.device import Dist, resolve_device
 from pdd.training.repro import BatchPlan, step_seed
 from pdd.training.runfolder import append_log, plot_loss, refuse_resume_with_force, resume_changes, truncate_log, write_json_atomic
-from pdd.training.train import NonFiniteLoss
+from pdd.training.optim import NonFiniteLoss
 from pdd.training.unet1d import count_parameters
 
 # -- a distillation run: rounds, checkpoints, resume ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.schedule import (TEACHER_STEPS, alpha_sigma, ddim_sample, ddim_step, diffuse, distill_target,
                                   snr_weight, x0_from_v)
 from pdd.training.ema import EMA
-from pdd.training.train import NonFiniteLoss
+from pdd.training.optim import NonFiniteLoss
 
 WEIGHTINGS = ("truncated", "snr+1")
 

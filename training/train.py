@@ -51,6 +51,7 @@ from pdd.training.diffusion import TIME_SAMPLINGS, WEIGHTINGS, preview, sample_t
 from pdd.training.ema import EMA
 from pdd.training.models import ARCHS, build_denoiser, presets_of
 from pdd.training.models import model_config as build_model_config
+from pdd.training.optim import NonFiniteLoss, lr_factor
 from pdd.training.progress import Progress
 from pdd.training.repro import BatchPlan, restore_rng_states, rng_states, step_seed
 from pdd.training.runfolder import (
@@ -79,10 +80,6 @@ RESUME_MAY_CHANGE = frozenset(
     {"data", "steps", "lr", "min_lr_ratio", "log_every", "checkpoint_every", "keep_every", "preview_every", "preview_clips",
      "preview_steps", "precision", "device", "threads"}
 )
-
-
-class NonFiniteLoss(PddError):
-    """The loss or gradient became NaN/inf: the run stops and its last good checkpoint stays as it was."""
 
 
 @dataclass
@@ -201,14 +198,6 @@ def prepare_run(out: str | os.PathLike[str], given: dict[str, Any], *, resume: b
     """
     kind = RunKind(TrainConfig, "train", CHECKPOINT_FILE, RUN_FILE, RESUME_MAY_CHANGE, _run_files, "CACHE")
     return prepare_resumable_run(kind, out, given, resume=resume, force=force)
-
-
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warm-up over `warmup` steps, then cosine from 1 down to `min_ratio` at `total`."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

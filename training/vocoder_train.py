@@ -32,7 +32,7 @@ from pdd.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_che
 from pdd.training.progress import Progress
 from pdd.training.repro import step_seed
 from pdd.training.runfolder import RunKind, append_log, plot_loss, prepare_resumable_run, truncate_log
-from pdd.training.train import lr_factor
+from pdd.training.optim import lr_factor
 from pdd.training.vocoder import VOCODER_GATE, LossConfig, MelVocoder, VocoderInfo, VocoderLoss, parameter_count, vocoder_preset
 
 RUN_FILE, CHECKPOINT_FILE, LOG_FILE, LOSS_PNG, PREVIEW_DIR = "run.json", "vocoder.pt", "log.jsonl", "loss.png", "previews"

@@ -120,7 +120,7 @@ def test_distill_config_rounds_and_validation():
 
 
 def test_a_nan_loss_stops_before_the_weights_change():
-    from pdd.training.train import NonFiniteLoss
+    from pdd.training.optim import NonFiniteLoss
 
     teacher = tiny_teacher()
     student = new_student(teacher)

@@ -22,7 +22,8 @@ from pdd.training.data import MelDataset
 from pdd.training.diffusion import v_loss
 from pdd.training.repro import step_seed
 from pdd.training.runfolder import read_log
-from pdd.training.train import NonFiniteLoss, TrainConfig, lr_factor, prepare_run, train
+from pdd.training.optim import NonFiniteLoss, lr_factor
+from pdd.training.train import TrainConfig, prepare_run, train
 from pdd.training.unet1d import UNet1D, unet_config
 
 TINY = get_preset("tiny")
