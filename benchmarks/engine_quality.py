@@ -67,7 +67,8 @@ def markdown(rows: list[dict[str, Any]], k: int) -> str:
              "| audio | FD-BP ↓ | FD-mel ↓ | flux dB (× real) | silent fraction (× real) | band std (× real) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = [f"{fmt(r[m])} ({fmt(r[m + '_x_real'], 2)}×)" for m in RATIO_METRICS]
+        ratio = [f"{fmt(r[m])} ({fmt(r[m + '_x_real'], 2)}×)" if r[m + "_x_real"] is not None else fmt(r[m])
+                 for m in RATIO_METRICS]
         lines.append(f"| {r['row']} | {fmt(r['fd_bp'])} | {fmt(r['fd_mel'], 4)} | " + " | ".join(ratio) + " |")
     return "\n".join(lines) + "\n"
 

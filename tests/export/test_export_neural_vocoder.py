@@ -10,11 +10,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from typer.testing import CliRunner
 
-from pdd.export.bundle_writer import ExportOptions, export_bundle
 from pdd.export.cli import app as export_app
 from pdd.export.vocoder import export_gl_vocoder
 from pdd.runtime.bundle import MANIFEST_NAME, load_bundle, sha256_file
@@ -22,31 +19,10 @@ from pdd.runtime.cli_run import app as run_app
 from pdd.runtime.config import get_preset
 from pdd.runtime.griffinlim import initial_phase
 from pdd.runtime.silence import SilenceGate
-from pdd.training.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from pdd.training.vocoder import VOCODER_GATE, MelVocoder, VocoderConfig, VocoderInfo
+from pdd.training.vocoder import VOCODER_GATE
 
 TINY = get_preset("tiny")
 runner = CliRunner()
-
-
-def make_vocoder_checkpoint(path: Path, preset: str = "tiny", seed: int = 0) -> Path:
-    audio = get_preset(preset)
-    config = VocoderConfig(name="t", dim=16, intermediate=32, layers=1)
-    torch.manual_seed(seed)
-    model = MelVocoder(audio, config)
-    info = VocoderInfo(audio, config, VOCODER_GATE, {"test": "fixture"})
-    state = {"format": CHECKPOINT_FORMAT, "kind": "vocoder", "info": info.to_dict(),
-             "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-    return save_checkpoint(path, state)
-
-
-@pytest.fixture(scope="module")
-def neural_bundle(tiny_checkpoints, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("neural")
-    vocoder = make_vocoder_checkpoint(root / "vocoder.pt")
-    out = root / "tiny-neural"
-    export_bundle(ExportOptions(ckpt=tiny_checkpoints["student"], steps=2, out=out, gl_iters=3, vocoder_ckpt=vocoder))
-    return out
 
 
 def _one_error_line(result) -> str:
@@ -114,7 +90,7 @@ def _as_engine_1(bundle_dir: Path) -> None:
     (bundle_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
 
 
-def test_engine_1_bundles_still_run_and_upgrade_in_place(student_bundle, tmp_path: Path) -> None:
+def test_engine_1_bundles_still_run_and_upgrade_in_place(student_bundle, make_vocoder_checkpoint, tmp_path: Path) -> None:
     import shutil
 
     old = tmp_path / "old"
@@ -155,7 +131,8 @@ def test_griffin_lim_graph_gates_like_numpy() -> None:
     assert np.abs(gated - literal).max() > 0.1 * np.abs(literal).max()
 
 
-def test_bad_vocoder_inputs_are_one_line_and_write_nothing(student_bundle, tiny_checkpoints, tmp_path: Path) -> None:
+def test_bad_vocoder_inputs_are_one_line_and_write_nothing(student_bundle, tiny_checkpoints, make_vocoder_checkpoint,
+                                                           tmp_path: Path) -> None:
     paper = make_vocoder_checkpoint(tmp_path / "paper-vocoder.pt", preset="paper")
     before = _tree_hashes(student_bundle[0])
     cases = [
