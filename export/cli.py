@@ -110,14 +110,10 @@ def parse_gate(text: str | None) -> Any:
     from pdd.runtime.errors import ConfigError
     from pdd.runtime.silence import SilenceGate
 
-    if text is None:
-        return None
     try:
-        threshold, knee = (float(part) for part in text.split(","))
-        return SilenceGate(threshold, knee)
-    except (ValueError, ConfigError) as exc:
-        raise ExportError(f"--vocoder-gate must be THRESHOLD,KNEE with threshold in [-1, 1) and knee in (0, 2], "
-                          f"got {text[:40]!r} ({exc})") from None
+        return SilenceGate.parse(text)
+    except ConfigError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _print_report(report: Any, human_size: Callable[[int], str]) -> None:

@@ -40,6 +40,19 @@ class SilenceGate(JsonConfig):
             raise ConfigError(f"silence gate knee must be in (0, 2], got {self.knee}")
 
     @classmethod
+    def parse(cls, text: str | None, option: str = "--vocoder-gate") -> "SilenceGate | None":
+        """A command line's "THRESHOLD,KNEE" (normalised mel units) → SilenceGate; None stays None. ConfigError names
+        `option` and the allowed ranges."""
+        if text is None:
+            return None
+        try:
+            threshold, knee = (float(part) for part in text.split(","))
+            return cls(threshold, knee)
+        except (ValueError, ConfigError) as exc:
+            raise ConfigError(f"{option} must be THRESHOLD,KNEE with threshold in [-1, 1) and knee in (0, 2], "
+                              f"got {text[:40]!r} ({exc})") from None
+
+    @classmethod
     def from_manifest(cls, data: Any) -> "SilenceGate | None":
         """The manifest's `decode.silence_gate` entry: None (no gate) or a SilenceGate."""
         return None if data is None else cls.from_dict(data)

@@ -10,6 +10,7 @@ import typer
 from pdd.runtime.cli_common import make_app, user_errors
 from pdd.runtime.config import get_preset
 from pdd.runtime.errors import ConfigError
+from pdd.runtime.silence import SilenceGate
 from pdd.runtime.griffinlim import DEFAULT_ITERS
 from pdd.runtime.schedule import TEACHER_STEPS
 from pdd.training.evaluate import STANDARD_STEPS, EvalSettings
@@ -78,6 +79,10 @@ def run(
     vocoder_ckpt: Optional[Path] = typer.Option(
         None, "--vocoder-ckpt", help="Also decode with this learned vocoder: a 'vocoder ceiling' row and each row twice."
     ),
+    vocoder_gate: Optional[str] = typer.Option(
+        None, "--vocoder-gate", help="THRESHOLD,KNEE: the learned vocoder's silence gate, e.g. the one an engine was exported "
+        "with (default: the one it was trained with)."
+    ),
 ) -> None:
     folder_mode = generated is not None or reference is not None
     model_mode = teacher is not None or bool(students) or data is not None
@@ -96,6 +101,9 @@ def run(
                           "or score folders with --generated DIR --reference DIR")
     if threads is not None and not 1 <= threads <= 1024:
         raise ConfigError("--threads must be in 1..1024")
+    gate = SilenceGate.parse(vocoder_gate)
+    if gate is not None and vocoder_ckpt is None:
+        raise ConfigError("--vocoder-gate needs --vocoder-ckpt (it is the learned vocoder's gate)")
     settings = EvalSettings(clips=clips, seed=seed, steps=parse_steps(steps), reference_steps=reference_steps,
                             gl_iters=gl_iters, batch_size=batch_size, reference_clips=reference_clips, fd_bp=fd_bp,
                             wavs=wavs, ddpm_steps=ddpm_steps)
@@ -103,7 +111,8 @@ def run(
     from pdd.training.evaluate import evaluate_models
 
     result = evaluate_models(teacher, list(students) if students else None, data, out, settings, device=device,
-                             threads=threads, force=force, vocoder_ckpt=vocoder_ckpt)
+                             threads=threads, force=force, vocoder_ckpt=vocoder_ckpt,
+                             vocoder_gate=gate)
     for entry in result.comparisons:
         print(f"pdd-eval: {comparison_line(entry, reference_steps)}")
     print(f"pdd-eval: wrote {out / 'table.md'}")

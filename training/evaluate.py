@@ -40,6 +40,7 @@ from pdd.runtime.errors import AudioError, ConfigError
 from pdd.runtime.griffinlim import DEFAULT_ITERS
 from pdd.runtime.mel import log_mel
 from pdd.runtime.schedule import TEACHER_STEPS
+from pdd.runtime.silence import SilenceGate
 from pdd.training.eval_report import (
     Row,
     fmt,
@@ -166,6 +167,7 @@ def evaluate_models(
     out: str | os.PathLike[str], settings: EvalSettings = EvalSettings(), *, device: str = "auto",
     threads: int | None = None, force: bool = False, log: Callable[[str], None] = print,
     vocoder_ckpt: str | os.PathLike[str] | None = None,
+    vocoder_gate: SilenceGate | None = None,
 ) -> EvalResult:
     """The quality-vs-steps table for a teacher and the students in `students_dir` (see the module docstring).
 
@@ -189,7 +191,7 @@ def evaluate_models(
     if vocoder_ckpt is not None:  # rows decoded with the learned vocoder beside Griffin-Lim's
         from pdd.training.vocoder_eval import neural_decoder
 
-        neural = neural_decoder(vocoder_ckpt, audio)
+        neural = neural_decoder(vocoder_ckpt, audio, gate=vocoder_gate)
     cache = open_cache(data)
     if not audio.same_front_end(cache.config):  # packing aside: a --pack reshape/none teacher reads the same cache
         raise ConfigError(f"{data} holds audio preset {cache.config.name!r} but the teacher was trained on {audio.name!r}")

@@ -11,15 +11,20 @@ import numpy as np
 import torch
 
 from pdd.runtime.config import AudioConfig
+from pdd.runtime.silence import SilenceGate
 from pdd.training.vocoder_train import load_vocoder
 
 NeuralDecoder = Callable[[np.ndarray], tuple[np.ndarray, float]]
 
 
-def neural_decoder(path: str | os.PathLike[str], audio: AudioConfig, batch_size: int = 8) -> NeuralDecoder:
+def neural_decoder(path: str | os.PathLike[str], audio: AudioConfig, batch_size: int = 8,
+                   gate: SilenceGate | None = None) -> NeuralDecoder:
     """A decoder for the vocoder checkpoint at `path` (refused when made for another preset): (N, F, T) normalised
-    mels → ((N, samples) waves, seconds per clip). The EMA weights, on the CPU, in batches of `batch_size`."""
+    mels → ((N, samples) waves, seconds per clip). The EMA weights, on the CPU, in batches of `batch_size`; behind
+    `gate` when given (as `pdd-export --vocoder-gate` bakes one into a bundle), else the gate it was trained with."""
     model, _ = load_vocoder(path, audio)
+    if gate is not None:
+        model.gate = gate
 
     def decode(mels: np.ndarray) -> tuple[np.ndarray, float]:
         mels = np.asarray(mels, dtype=np.float32)

@@ -60,6 +60,12 @@ def test_bad_input_is_one_line(folders, tmp_path: Path, one_error_line):
         (("--teacher", tmp_path / "missing.pt", "--data", cache, "--steps", "8,x", "--out", out), "comma-separated"),
         (("--teacher", tmp_path / "missing.pt", "--data", cache, "-k", 1, "--out", out), "must be >= 2"),
         (("--out", out), "model mode needs"),
+        (("--teacher", tmp_path / "missing.pt", "--data", cache, "--vocoder-gate", "-0.8,0.2", "--out", out),
+         "--vocoder-gate needs --vocoder-ckpt"),
+        (("--teacher", tmp_path / "missing.pt", "--data", cache, "--vocoder-ckpt", "v.pt", "--vocoder-gate", "-0.8",
+          "--out", out), "--vocoder-gate must be THRESHOLD,KNEE"),
+        (("--teacher", tmp_path / "missing.pt", "--data", cache, "--vocoder-ckpt", "v.pt", "--vocoder-gate", "0.5,3",
+          "--out", out), "knee must be in (0, 2]"),
     ]
     for args, expected in cases:
         assert expected in one_error_line(invoke(*args)), args

@@ -170,3 +170,27 @@ def test_vocoder_rows_sit_beside_griffin_lim_and_leave_comparisons_alone(models,
     assert [c["steps"] for c in result.comparisons] == [2]
     assert result.comparisons[0]["student_fd_mel"] == rows["student@2"].fd_mel  # Griffin-Lim rows are compared
     assert len(list((tmp_path / "eval" / "wavs" / "vocoder-ceiling").glob("*.wav"))) >= 2
+
+
+def test_vocoder_gate_override_changes_only_the_vocoder_rows(models, tmp_path):
+    """`--vocoder-gate` decodes with the gate an engine was exported with: vocoder rows move, Griffin-Lim rows do not."""
+    from pdd.runtime.silence import SilenceGate
+    from pdd.training.checkpoint import CHECKPOINT_FORMAT
+    from pdd.training.vocoder import VOCODER_GATE, MelVocoder, VocoderConfig, VocoderInfo
+
+    teacher, students, cache = models
+    config = VocoderConfig(name="t", dim=16, intermediate=32, layers=1)
+    torch.manual_seed(0)
+    state = {"format": CHECKPOINT_FORMAT, "kind": "vocoder", "info": VocoderInfo(TINY, config, VOCODER_GATE).to_dict(),
+             "model": MelVocoder(TINY, config).state_dict()}
+    vocoder = save_checkpoint(tmp_path / "vocoder.pt", state)
+    settings = EvalSettings(clips=3, steps=(2,), reference_steps=4, fd_bp=False, wavs=False)
+    runs = {}
+    for name, gate in (("trained", None), ("hard", SilenceGate(-0.2, 0.5))):
+        result = evaluate_models(teacher, students, cache, tmp_path / name, settings, device="cpu", log=lambda _: None,
+                                 vocoder_ckpt=vocoder, vocoder_gate=gate)
+        runs[name] = {r.name: r for r in result.rows}
+    for row in ("teacher DDIM@2", "student@2", "Griffin-Lim ceiling"):
+        assert runs["hard"][row].fd_mel == pytest.approx(runs["trained"][row].fd_mel)
+    for row in ("vocoder ceiling", "student@2 · vocoder"):
+        assert runs["hard"][row].fd_mel != pytest.approx(runs["trained"][row].fd_mel, rel=1e-3)
