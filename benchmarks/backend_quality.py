@@ -44,6 +44,12 @@ def decoders(bundle: Bundle, backend) -> dict[str, Callable[[np.ndarray], np.nda
     }
 
 
+def sample_x0s(bundle: Bundle, backend, sampler: Sampler, k: int) -> list[np.ndarray]:
+    """K packed x̂0 (1, C·F, L) on the host, from noise seeds as `pdd-run --seed 0` draws them."""
+    noise = NoiseStream(0, bundle.packed_shape)
+    return [np.asarray(backend.to_host(sampler.sample_x0(noise.take(1)))) for _ in range(k)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, required=True)
@@ -62,8 +68,8 @@ def main() -> None:
     with create_backend("ort", bundle, device="cpu") as backend:
         decode = decoders(bundle, backend)
         sampler = Sampler(bundle, backend, SamplerSettings(vocoder="neural"), batch=1)
-        noise = NoiseStream(0, bundle.packed_shape)
-        generated = [np.asarray(backend.to_host(sampler.sample_x0(noise.take(1)))) for _ in range(args.k)]
+        generated = sample_x0s(bundle, backend, sampler, args.k)
+        noise = NoiseStream(0, bundle.packed_shape)  # the timed requests' noise
         real = [pack(m, audio.pack_chunks)[None] for m in held.mels_a]
         for source, x0s in (("ceiling (held-out real mels)", real), (f"{bundle.name} clips", generated)):
             for name, fn in decode.items():

@@ -18,16 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from backend_quality import decoders, sample_x0s  # this folder: the back ends as that benchmark decodes them
 from pdd.runtime.backends import create_backend
 from pdd.runtime.bundle import load_bundle
 from pdd.runtime.errors import PddError
 from pdd.runtime.fileio import atomic_write_text, write_json_atomic
-from pdd.runtime.griffinlim import initial_phase, packed_to_audio
-from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings
+from pdd.runtime.sampler import Sampler, SamplerSettings
 from pdd.training.cache import open_cache
 from pdd.training.heldout import held_out_scorer
 
-BACK_ENDS = ("learned vocoder", "Griffin-Lim 32 + gate")
+# row label → backend_quality.decoders' name for the same back end
+BACK_ENDS = {"learned vocoder": "learned vocoder", "Griffin-Lim 32 + gate": "Griffin-Lim 32, silence gate"}
 RATIO_METRICS = ("flux_mean", "silent_fraction", "band_std")
 
 
@@ -36,17 +37,10 @@ def engine_waves(engine: Path, k: int) -> tuple[str, dict[str, list[np.ndarray]]
     bundle = load_bundle(engine)
     if "neural" not in bundle.vocoders:
         raise PddError(f"{engine}: this comparison needs a bundle with a learned vocoder")
-    audio = bundle.audio
-    phase = initial_phase((1, audio.n_freqs, audio.frames), seed=0)
-    waves: dict[str, list[np.ndarray]] = {name: [] for name in BACK_ENDS}
     with create_backend("ort", bundle, device="cpu") as backend:
-        sampler = Sampler(bundle, backend, SamplerSettings(vocoder="neural"), batch=1)
-        noise = NoiseStream(0, bundle.packed_shape)
-        for _ in range(k):
-            x0 = np.asarray(backend.to_host(sampler.sample_x0(noise.take(1))))
-            waves["learned vocoder"].append(np.asarray(sampler.decode(x0))[0])
-            waves["Griffin-Lim 32 + gate"].append(packed_to_audio(x0, audio, phase0=phase, gate=bundle.gl_gate)[0])
-    return bundle.name, waves
+        x0s = sample_x0s(bundle, backend, Sampler(bundle, backend, SamplerSettings(vocoder="neural"), batch=1), k)
+        decode = decoders(bundle, backend)
+        return bundle.name, {label: [decode[name](x0) for x0 in x0s] for label, name in BACK_ENDS.items()}
 
 
 def with_ratios(scores: dict[str, Any], real: dict[str, Any]) -> dict[str, Any]:

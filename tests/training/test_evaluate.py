@@ -149,15 +149,21 @@ def test_students_from_several_folders_merge_and_duplicates_are_refused(models, 
         (stage2 / "student-1.pt").rename(students / "student-1.pt")
 
 
-def test_vocoder_rows_sit_beside_griffin_lim_and_leave_comparisons_alone(models, tmp_path):
-    from pdd.training.vocoder import VOCODER_GATE, MelVocoder, VocoderConfig, VocoderInfo
+def _tiny_vocoder(path):
+    """A small random learned-vocoder checkpoint on the tiny preset (seeded)."""
     from pdd.training.checkpoint import CHECKPOINT_FORMAT
+    from pdd.training.vocoder import VOCODER_GATE, MelVocoder, VocoderConfig, VocoderInfo
 
-    teacher, students, cache = models
     config = VocoderConfig(name="t", dim=16, intermediate=32, layers=1)
-    info = VocoderInfo(TINY, config, VOCODER_GATE)
-    vocoder = save_checkpoint(tmp_path / "vocoder.pt", {"format": CHECKPOINT_FORMAT, "kind": "vocoder", "info": info.to_dict(),
-                                                         "model": MelVocoder(TINY, config).state_dict()})
+    torch.manual_seed(0)
+    state = {"format": CHECKPOINT_FORMAT, "kind": "vocoder", "info": VocoderInfo(TINY, config, VOCODER_GATE).to_dict(),
+             "model": MelVocoder(TINY, config).state_dict()}
+    return save_checkpoint(path, state)
+
+
+def test_vocoder_rows_sit_beside_griffin_lim_and_leave_comparisons_alone(models, tmp_path):
+    teacher, students, cache = models
+    vocoder = _tiny_vocoder(tmp_path / "vocoder.pt")
     settings = EvalSettings(clips=3, steps=(2,), reference_steps=4, fd_bp=False, wavs=True)
     result = evaluate_models(teacher, students, cache, tmp_path / "eval", settings, device="cpu", log=lambda _: None,
                              vocoder_ckpt=vocoder)
@@ -175,15 +181,9 @@ def test_vocoder_rows_sit_beside_griffin_lim_and_leave_comparisons_alone(models,
 def test_vocoder_gate_override_changes_only_the_vocoder_rows(models, tmp_path):
     """`--vocoder-gate` decodes with the gate an engine was exported with: vocoder rows move, Griffin-Lim rows do not."""
     from pdd.runtime.silence import SilenceGate
-    from pdd.training.checkpoint import CHECKPOINT_FORMAT
-    from pdd.training.vocoder import VOCODER_GATE, MelVocoder, VocoderConfig, VocoderInfo
 
     teacher, students, cache = models
-    config = VocoderConfig(name="t", dim=16, intermediate=32, layers=1)
-    torch.manual_seed(0)
-    state = {"format": CHECKPOINT_FORMAT, "kind": "vocoder", "info": VocoderInfo(TINY, config, VOCODER_GATE).to_dict(),
-             "model": MelVocoder(TINY, config).state_dict()}
-    vocoder = save_checkpoint(tmp_path / "vocoder.pt", state)
+    vocoder = _tiny_vocoder(tmp_path / "vocoder.pt")
     settings = EvalSettings(clips=3, steps=(2,), reference_steps=4, fd_bp=False, wavs=False)
     runs = {}
     for name, gate in (("trained", None), ("hard", SilenceGate(-0.2, 0.5))):
