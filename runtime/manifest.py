@@ -426,12 +426,26 @@ def _check_paths(manifest: dict[str, Any], graphs: dict[str, GraphSpec], path: P
         named += [("manifest trt plan file", entry.get("file")) for entry in plan_entries(plans)]
     for what, name in named:
         resolve_inside(path, name, f"{path}: {what}", BundleError)
+    hashed = {resolve_inside(path, name, f"{path}: manifest files entry", BundleError) for name in files}
     for graph in graphs.values():
-        for location in _external_locations(path, graph):
-            resolve_inside(path, location, f"{path}: {graph.file} external data", BundleError)
-            if location not in files:
-                raise BundleError(f"{path}: {graph.file} reads external data {printable(location)!r} that the manifest "
-                                  f"does not hash; {REEXPORT}")
+        _check_external_data(path, graph, hashed)
+
+
+def _check_external_data(path: Path, graph: GraphSpec, hashed: set[Path]) -> None:
+    """onnxruntime reads a graph's external data relative to the graph's own folder, not the bundle's: resolve each
+    location exactly so, keep it inside the bundle, and require that very file to be hashed. Otherwise a graph moved
+    into a subfolder beside other weights runs those weights under a manifest byte-identical to the honest one."""
+    graph_file = resolve_inside(path, graph.file, f"{path}: manifest graphs.{graph.name}.file", BundleError)
+    for location in _external_locations(path, graph):
+        if not isinstance(location, str) or not location or os.path.isabs(location) or "\x00" in location:
+            raise BundleError(f"{path}: {printable(graph.file)} names external data {printable(repr(location), 80)}, "
+                              f"not a relative path inside the bundle; {REEXPORT}")
+        target = resolve_inside(path, os.path.relpath(graph_file.parent / location, Path(path).resolve()),
+                                f"{path}: {printable(graph.file)} external data", BundleError)
+        if target not in hashed:
+            shown = target.relative_to(Path(path).resolve()).as_posix()
+            raise BundleError(f"{path}: {printable(graph.file)} reads external data {printable(shown)!r} (resolved "
+                              f"from its own folder, as onnxruntime does) that the manifest does not hash; {REEXPORT}")
 
 
 def plan_entries(plans: Any) -> list[dict[str, Any]]:
