@@ -204,10 +204,20 @@ def render_work(work: Work, out: Path, settings: RenderSettings, fluidsynth: str
         wave = peak_normalise(render_midi(midi_path, settings.sample_rate, settings.soundfont, fluidsynth, scratch),
                               settings.peak_dbfs)
         target.parent.mkdir(parents=True, exist_ok=True)
+        # The MIDI that was rendered travels beside its audio: `pdd-data prepare` cuts a piano roll per clip from it.
+        # Written first, so a FLAC never exists without its notes.
+        midi_target = midi_path_of(target)
+        shutil.copyfile(midi_path, midi_target.with_name(f".{midi_target.name}.tmp"))
+        os.replace(midi_target.with_name(f".{midi_target.name}.tmp"), midi_target)
         tmp = target.with_name(f".{target.name}.tmp")
         sf.write(str(tmp), wave, settings.sample_rate, format="FLAC", subtype="PCM_16")
         os.replace(tmp, target)
     return work_entry(work, out, target, seconds=wave.shape[0] / settings.sample_rate)
+
+
+def midi_path_of(audio: Path) -> Path:
+    """The score's MIDI beside its render: OUT/<composer>/<work>.mid next to <work>.flac."""
+    return audio.with_suffix(".mid")
 
 
 def work_entry(work: Work, out: Path, target: Path, seconds: float) -> dict[str, Any]:
@@ -218,6 +228,8 @@ def work_entry(work: Work, out: Path, target: Path, seconds: float) -> dict[str,
         "file": target.relative_to(out).as_posix(),
         "seconds": round(seconds, 3),
         "sha256": file_sha256(target),
+        "midi": midi_path_of(target).relative_to(out).as_posix(),
+        "midi_sha256": file_sha256(midi_path_of(target)),
     }
 
 
@@ -279,7 +291,11 @@ def reusable_entry(previous: dict[str, Any] | None, work: Work, out: Path, verif
     for entry in previous.get("works", []):
         if entry.get("id") == work.id:
             target = out / entry.get("file", "")
-            if target.is_file() and (not verify or file_sha256(target) == entry.get("sha256")):
+            midi = out / str(entry.get("midi", ""))
+            if "midi" not in entry or not midi.is_file():
+                return None  # rendered before MIDI was kept: render again so its notes exist
+            if target.is_file() and (not verify or (file_sha256(target) == entry.get("sha256")
+                                                    and file_sha256(midi) == entry.get("midi_sha256"))):
                 return entry
     return None
 
@@ -437,7 +453,7 @@ def render_corpus(
             report.skipped = [e for e in report.skipped if e["id"] in kept]
     finally:
         write_manifest(out, works, done, failed, settings, selection)
-        for leftover in out.rglob(".*.flac.tmp"):  # from renders killed mid-write (time-out, --max-hours reached, Ctrl-C)
+        for leftover in [*out.rglob(".*.flac.tmp"), *out.rglob(".*.mid.tmp")]:  # from renders killed mid-write (time-out, --max-hours reached, Ctrl-C)
             leftover.unlink(missing_ok=True)
     report.seconds_wall = time.monotonic() - started
     order = {w.id: i for i, w in enumerate(works)}

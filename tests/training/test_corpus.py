@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from pdd.runtime.errors import ConfigError
+from pdd.runtime.midi import read_midi
 from pdd.training import corpus as corpus_module
 from pdd.training.corpus import (
     APT_INSTALL,
@@ -190,6 +191,9 @@ def test_render_is_deterministic_and_rerun_skips_done_work(tmp_path, two_chorale
         assert entry["seconds"] == pytest.approx(wave.shape[0] / rate, abs=1e-3)
         assert 20 < entry["seconds"] < 200
         assert np.max(np.abs(wave)) == pytest.approx(10 ** (-1 / 20), abs=2e-3)  # peak-normalised to -1 dBFS
+        notes = read_midi(out / entry["midi"])  # the rendered MIDI is kept beside its audio, for the piano rolls
+        assert entry["midi"] == entry["file"][: -len(".flac")] + ".mid" and notes.size > 20
+        assert entry["seconds"] - 4.0 < notes["offset"].max() < entry["seconds"]  # the render rings out after the last note
     assert manifest["hours"] == pytest.approx(sum(e["seconds"] for e in manifest["works"]) / 3600, abs=1e-4)
 
     manifest_bytes = (out / "corpus.json").read_bytes()
@@ -214,6 +218,9 @@ def test_damaged_render_is_redone_and_other_settings_refused(tmp_path, two_chora
     report = render_corpus(out, ["bach"], limit=1, time_limit=60)
     assert [e["id"] for e in report.rendered] == ["bach/bwv10.7"]
     assert target.read_bytes() == good
+    target.with_suffix(".mid").unlink()  # a render whose notes are missing (or from before they were kept) is redone
+    assert [e["id"] for e in render_corpus(out, ["bach"], limit=1, time_limit=60).rendered] == ["bach/bwv10.7"]
+    assert target.with_suffix(".mid").is_file()
     with pytest.raises(CorpusError, match="other settings.*peak_dbfs.*--force"):
         render_corpus(out, ["bach"], limit=1, peak_dbfs=-3.0)
     forced = render_corpus(out, ["bach"], limit=1, peak_dbfs=-3.0, force=True, time_limit=60)
