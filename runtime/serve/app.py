@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+import time
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from importlib.resources import files
@@ -21,10 +24,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.serve.schema import MAX_BODY_BYTES, BadRequest, parse_generate_request
-from pdd.runtime.serve.service import Service, Unavailable
+from pdd.runtime.serve.guard import AccessPolicy, RequestGuard
+from pdd.runtime.serve.service import Clip, Service, Unavailable
 from pdd.runtime.untrusted import printable
 
 PAGE_FILE = "page.html"
+BODY_TIMEOUT_S = 10.0  # a valid body is < 100 bytes: one that takes longer is a stalled or hostile client
+STOP_POLL_S = 0.25  # how often a body read looks at the stopping flag: SIGTERM waits at most this on a silent client
 # The page is one file with inline script and style; nothing is fetched from anywhere but this server.
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' blob:; "
                "media-src 'self' blob:; img-src 'self' data: blob:; base-uri 'none'; form-action 'none'")
@@ -43,8 +49,14 @@ def log_line(message: str) -> None:
     print(f"pdd-serve: {printable(message, 300)}", file=sys.stderr, flush=True)
 
 
-async def read_body(request: Request) -> bytes:
-    """The request body, refused (413) as soon as it passes MAX_BODY_BYTES: a huge upload is never held in memory."""
+class ClientGone(Exception):
+    """The client hung up before its request or answer was complete: nobody to answer, nothing to count as an error."""
+
+
+async def read_body(request: Request, stopping: threading.Event | None = None) -> bytes:
+    """The request body, refused (413) as soon as it passes MAX_BODY_BYTES (a huge upload is never held in memory),
+    and (408) when it is not complete within BODY_TIMEOUT_S or the server is stopping: a client that sends half a body
+    and goes silent must hold neither a connection nor a shutdown. ClientGone when the client disconnects mid-body."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -52,15 +64,60 @@ async def read_body(request: Request) -> bytes:
         if int(declared) > MAX_BODY_BYTES:
             raise BadRequest(f"request body is larger than {MAX_BODY_BYTES} bytes", status=413)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
+    deadline = time.monotonic() + BODY_TIMEOUT_S
+    while True:
+        message = await _next_message(request, deadline, stopping)
+        if message["type"] == "http.disconnect":
+            raise ClientGone("the client disconnected before sending its whole request")
+        body += message.get("body", b"")
         if len(body) > MAX_BODY_BYTES:
             raise BadRequest(f"request body is larger than {MAX_BODY_BYTES} bytes", status=413)
-    return bytes(body)
+        if not message.get("more_body", False):
+            return bytes(body)
 
 
-def create_app(service: Service) -> FastAPI:
-    """The app for one service; its lifespan starts the worker threads and, on shutdown, finishes every admitted job."""
+async def _next_message(request: Request, deadline: float, stopping: threading.Event | None) -> dict[str, Any]:
+    """The next ASGI message of the request, waited for in short slices so a stopping server is noticed at once."""
+    while True:
+        if stopping is not None and stopping.is_set():
+            raise BadRequest("the server is stopping; the request body did not arrive in time", status=408)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BadRequest(f"the request body did not arrive within {BODY_TIMEOUT_S:g} s", status=408)
+        try:
+            return await asyncio.wait_for(request.receive(), timeout=min(left, STOP_POLL_S))
+        except asyncio.TimeoutError:
+            continue
+
+
+async def wait_disconnect(request: Request) -> None:
+    """Return when the client hangs up (the server's receive channel reports it once the body has been read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def answer_or_hang_up(request: Request, future: "Future[Clip]") -> Clip:
+    """The clip of `future`, or ClientGone when the client hangs up first; the job is then cancelled, so a queued job
+    is never computed (the sampler skips cancelled futures) and a running one is answered to nobody."""
+    answer = asyncio.ensure_future(asyncio.wrap_future(future))
+    gone = asyncio.ensure_future(wait_disconnect(request))
+    try:
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if answer.done():
+        return answer.result()
+    answer.cancel()
+    future.cancel()
+    raise ClientGone("the client hung up before its clip was ready; its work was cancelled")
+
+
+def create_app(service: Service, policy: AccessPolicy | None = None, stopping: threading.Event | None = None) -> FastAPI:
+    """The app for one service; its lifespan starts the worker threads and, on shutdown, finishes every admitted job.
+
+    `policy`: the hosts and origins served (default: loopback names only, no other origin); `stopping`: set when the
+    server begins to stop, so requests still sending their body are answered at once instead of holding the shutdown.
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -73,6 +130,7 @@ def create_app(service: Service) -> FastAPI:
             log_line(f"stopped after {health['requests_served']} clip(s) served, {health['failed']} failed")
 
     app = FastAPI(title="pdd-serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(RequestGuard, policy=policy or AccessPolicy())
     bad_requests = {"count": 0}
     _install_error_handlers(app)
 
@@ -91,15 +149,21 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/api/generate")
     async def generate(request: Request) -> Response:
         try:
-            clip_request = parse_generate_request(await read_body(request), service.choices)
+            clip_request = parse_generate_request(await read_body(request, stopping), service.choices)
             future = service.submit(clip_request)
+        except ClientGone as exc:
+            log_line(str(exc))
+            return Response(status_code=400)  # nobody reads it; uvicorn drops it
         except BadRequest as exc:
             bad_requests["count"] += 1
             return error_response(exc.status, str(exc))
         except Unavailable as exc:
             return error_response(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
         try:
-            clip = await asyncio.wrap_future(future)
+            clip = await answer_or_hang_up(request, future)
+        except ClientGone as exc:
+            log_line(f"seed {clip_request.seed}: {exc}")
+            return Response(status_code=400)
         except ConfigError as exc:  # settings this engine cannot run after all (checked again when its sampler opens)
             bad_requests["count"] += 1
             return error_response(400, str(exc))

@@ -25,6 +25,9 @@ from pdd.runtime.serve.schema import MAX_BODY_BYTES
 from pdd.runtime.serve.service import ServeOptions, Service, Unavailable
 
 
+JSON = {"content-type": "application/json"}
+
+
 def pdd_run_bytes(engine: Path, out: Path, seed: int, **options: Any) -> bytes:
     """What `pdd-run --seed SEED -n 1 [options]` writes (the same library call the CLI makes)."""
     result = generate(RunOptions(engine=engine, n=1, seed=seed, out=out / f"run-{seed}", backend="ort", device="cpu",
@@ -37,7 +40,7 @@ def post_all(service: Service, bodies: list[dict[str, Any]]) -> list[httpx.Respo
 
     async def run() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=create_app(service))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             return await asyncio.gather(*(client.post("/api/generate", json=body) for body in bodies))
 
     service.start()  # ASGITransport runs no lifespan
@@ -53,7 +56,7 @@ def assert_json_error(response: httpx.Response, status: int, fragment: str) -> N
 
 def test_page_engine_and_health(make_service: Any, tiny_engine: Path) -> None:
     service = make_service()
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url="http://localhost") as client:
         page = client.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "default-src 'none'" in page.headers["content-security-policy"]
@@ -75,7 +78,7 @@ def test_page_engine_and_health(make_service: Any, tiny_engine: Path) -> None:
 @pytest.mark.parametrize("fmt", ["wav", "flac"])
 def test_generate_returns_audio_with_headers(make_service: Any, tiny_engine: Path, fmt: str) -> None:
     service = make_service()
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url="http://localhost") as client:
         response = client.post("/api/generate", json={"seed": 5, "format": fmt})
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == f"audio/{fmt}"
@@ -90,8 +93,8 @@ def test_generate_returns_audio_with_headers(make_service: Any, tiny_engine: Pat
 
 
 def test_a_missing_seed_is_drawn_and_reported(make_service: Any) -> None:
-    with TestClient(create_app(make_service())) as client:
-        first, second = (client.post("/api/generate", content=b"") for _ in range(2))
+    with TestClient(create_app(make_service()), base_url="http://localhost") as client:
+        first, second = (client.post("/api/generate", content=b"", headers=JSON) for _ in range(2))
         assert first.status_code == second.status_code == 200
         assert first.headers["x-pdd-seed"] != second.headers["x-pdd-seed"]
         again = client.post("/api/generate", json={"seed": int(first.headers["x-pdd-seed"])})
@@ -124,22 +127,22 @@ BAD_BODIES = [
 @pytest.mark.parametrize("body,status,fragment", BAD_BODIES)
 def test_bad_requests_get_one_json_error_line(make_service: Any, body: bytes, status: int, fragment: str) -> None:
     service = make_service()
-    with TestClient(create_app(service)) as client:
-        assert_json_error(client.post("/api/generate", content=body), status, fragment)
+    with TestClient(create_app(service), base_url="http://localhost") as client:
+        assert_json_error(client.post("/api/generate", content=body, headers=JSON), status, fragment)
         health = client.get("/api/health").json()
         assert health["bad_requests"] == 1 and health["requests_served"] == 0 and health["failed"] == 0
 
 
 def test_unknown_paths_and_methods_answer_json(make_service: Any) -> None:
-    with TestClient(create_app(make_service())) as client:
+    with TestClient(create_app(make_service()), base_url="http://localhost") as client:
         assert_json_error(client.get("/nope"), 404, "Not Found")
         assert_json_error(client.get("/api/generate"), 405, "Method Not Allowed")
         assert_json_error(client.get("/docs"), 404, "Not Found")  # no OpenAPI pages on the wire
 
 
 def test_a_lying_content_length_is_refused(make_service: Any) -> None:
-    with TestClient(create_app(make_service())) as client:
-        response = client.post("/api/generate", content=b"{}", headers={"content-length": str(MAX_BODY_BYTES + 1)})
+    with TestClient(create_app(make_service()), base_url="http://localhost") as client:
+        response = client.post("/api/generate", content=b"{}", headers={**JSON, "content-length": str(MAX_BODY_BYTES + 1)})
         assert response.status_code in (400, 413) and "error" in response.json()
 
 
@@ -195,7 +198,7 @@ def test_a_full_queue_answers_503_with_retry_after(make_service: Any) -> None:
 
     async def run() -> tuple[httpx.Response, httpx.Response, dict[str, Any]]:
         transport = httpx.ASGITransport(app=create_app(service))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             first = asyncio.create_task(client.post("/api/generate", json={"seed": 1}))
             while service.health()["in_flight"] == 0:  # admitted; it waits in the batcher for a partner
                 await asyncio.sleep(0.01)
@@ -224,7 +227,7 @@ def test_close_finishes_admitted_jobs_then_refuses(make_service: Any) -> None:
 
 def test_lifespan_shutdown_finishes_the_request_in_flight(make_service: Any) -> None:
     service = make_service(max_batch=2, max_wait_ms=800)
-    with TestClient(create_app(service)):
+    with TestClient(create_app(service), base_url="http://localhost"):
         future = service.submit(_request(4))  # admitted, waiting for a partner when the app shuts down
     assert future.done() and future.result().audio[:4] == b"RIFF"
     assert service.health()["requests_served"] == 1
@@ -269,7 +272,7 @@ def test_an_engine_failure_is_one_500_line_and_the_server_keeps_serving(tiny_eng
     weights.write_bytes(np.full(weights.stat().st_size // 4, np.nan, dtype=np.float32).tobytes())
     write_manifest(poisoned, json.loads((poisoned / MANIFEST_NAME).read_text()))
     service = Service(ServeOptions(engine=poisoned, backend="ort", device="cpu"))
-    with TestClient(create_app(service)) as client:
+    with TestClient(create_app(service), base_url="http://localhost") as client:
         assert_json_error(client.post("/api/generate", json={"seed": 1}), 500, "generation failed: the sampler produced NaN")
         assert_json_error(client.post("/api/generate", json={"seed": 2}), 500, "NaN/inf")
         health = client.get("/api/health").json()
