@@ -67,11 +67,10 @@ class PddRunWarm:
     any clock starts: batch 1 is the sequential rate (sessions opened per call, as each pdd-run invocation does)."""
 
     def __init__(self, engine: str | None, clips: int, batch: int) -> None:
-        from pdd.runtime.bundle import load_bundle
-        from pdd.runtime.generate import resolve_engine
+        from pdd.runtime.engine import load_engine_bundle
 
         self.engine, self.clips, self.batch = engine, clips, batch
-        self.bundle = load_bundle(resolve_engine(engine), check_graphs=False)
+        self.bundle = load_engine_bundle(engine)
         self.seconds: list[float] = []
         self.clip_ms: list[float] = []
         self.run()  # warm-up, not kept

@@ -1,4 +1,5 @@
-"""Audio file I/O: any file soundfile reads → mono float32 at the preset rate; WAV/FLAC out, never overwriting by accident.
+"""Audio file I/O: any file soundfile reads → mono float32 at the preset rate; WAV/FLAC out (to a file, never
+overwriting by accident, or as bytes in memory), and the peak guard every 16-bit output goes through.
 
 An input file's header is untrusted: a claimed rate of 1 Hz would make 96 KB of samples resample into 13 hours of audio,
 and a float WAV may hold finite samples of 1e30 that turn every mel into NaN. `load_audio` refuses both (and NaN/inf
@@ -94,6 +95,30 @@ def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(wave, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
+def encode_audio(wave: np.ndarray, sample_rate: int, fmt: str = "wav", *, subtype: str = "pcm16") -> bytes:
+    """The bytes of a WAV or FLAC file of a mono (T,) or multi-channel (T, ch) wave, encoded in memory: what
+    `write_audio` puts on disk, for a caller that sends them elsewhere (an HTTP answer). `fmt` is "wav" or "flac";
+    `subtype` "pcm16" (clipped to ±1) or "float" (WAV only)."""
+    container = WRITE_FORMATS.get(fmt)
+    if container is None:
+        raise AudioError(f"unsupported output format {fmt!r}; use one of: {', '.join(WRITE_FORMATS)}")
+    if subtype not in WRITE_SUBTYPES:
+        raise AudioError(f"unknown sample format {subtype!r}; use one of: {', '.join(WRITE_SUBTYPES)}")
+    if container == "FLAC" and subtype == "float":
+        raise AudioError("FLAC stores integer samples only; use pcm16 or write .wav")
+    wave = np.asarray(wave, dtype=np.float32)
+    if not np.all(np.isfinite(wave)):
+        raise AudioError("refusing to encode audio with NaN/inf samples")
+    if subtype == "pcm16":
+        wave = np.clip(wave, -1.0, 1.0)
+    encoded = io.BytesIO()
+    try:
+        sf.write(encoded, wave, sample_rate, format=container, subtype=WRITE_SUBTYPES[subtype])
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise AudioError(f"cannot encode {fmt}: {printable(str(exc).splitlines()[0] if str(exc) else exc, 120)}") from None
+    return encoded.getvalue()
+
+
 def write_audio(
     path: str | os.PathLike[str],
     wave: np.ndarray,
@@ -107,25 +132,31 @@ def write_audio(
     `subtype` is "pcm16" or "float" (float is WAV only). An existing file is kept unless `overwrite`.
     """
     path = Path(path)
-    fmt = WRITE_FORMATS.get(path.suffix.lower().lstrip("."))
-    if fmt is None:
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in WRITE_FORMATS:
         raise AudioError(f"{path}: unsupported output format; use one of .{', .'.join(WRITE_FORMATS)}")
-    if subtype not in WRITE_SUBTYPES:
-        raise AudioError(f"unknown sample format {subtype!r}; use one of: {', '.join(WRITE_SUBTYPES)}")
-    if fmt == "FLAC" and subtype == "float":
-        raise AudioError("FLAC stores integer samples only; use pcm16 or write .wav")
+    try:
+        encoded = encode_audio(wave, sample_rate, fmt, subtype=subtype)
+    except AudioError as exc:
+        raise AudioError(f"{path}: {exc}") from None
     if os.path.lexists(path) and not overwrite:
         raise AudioError(f"{path} already exists; pass --overwrite to replace it")
-    wave = np.asarray(wave, dtype=np.float32)
-    if not np.all(np.isfinite(wave)):
-        raise AudioError(f"{path}: refusing to write audio with NaN/inf samples")
-    if subtype == "pcm16":
-        wave = np.clip(wave, -1.0, 1.0)
-    # Encode in memory, then the one atomic writer: OS errors come back in plain words (libsndfile says "System
+    # Encoded in memory, then the one atomic writer: OS errors come back in plain words (libsndfile says "System
     # error." for a full disk), and the temp file is made with O_EXCL, so a symlink planted in --out is never followed.
-    encoded = io.BytesIO()
-    try:
-        sf.write(encoded, wave, sample_rate, format=fmt, subtype=WRITE_SUBTYPES[subtype])
-    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise AudioError(f"cannot encode {path}: {printable(str(exc).splitlines()[0] if str(exc) else exc, 120)}") from None
-    return atomic_write_bytes(path, encoded.getvalue(), overwrite=overwrite)
+    return atomic_write_bytes(path, encoded, overwrite=overwrite)
+
+
+PEAK_CEILING = 10 ** (-1 / 20)  # -1 dBFS, the level the training corpus was normalised to
+
+
+def peak_guard(wave: np.ndarray) -> tuple[np.ndarray, float]:
+    """Scale a clip whose peak would clip 16-bit PCM down to -1 dBFS; returns it and the gain applied (dB, ≤ 0).
+
+    Griffin-Lim's phase is not the original's, so a clip's peaks can exceed full scale even when its mel is in range
+    (measured: up to 1.9 on the default engine); hard clipping would add distortion, a gain change adds none.
+    """
+    peak = float(np.abs(wave).max(initial=0.0))
+    if peak <= 1.0:
+        return wave, 0.0
+    gain = PEAK_CEILING / peak
+    return (wave * np.float32(gain)).astype(np.float32, copy=False), float(20 * np.log10(gain))

@@ -21,7 +21,8 @@ from pdd.runtime.bench_ab import side_by_side
 from pdd.runtime.bench_coldstart import measure_cold_start
 from pdd.runtime.bench_report import REPORT_FORMAT, check_targets
 from pdd.runtime.bench_timing import RequestBench, TimedBackend, cuda_events_for, summarise_requests
-from pdd.runtime.bundle import Bundle, load_bundle
+from pdd.runtime.bundle import Bundle
+from pdd.runtime.engine import Engine, load_engine_bundle
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.machine import gpu_memory_mb, load_average, machine_info, machine_warnings, peak_rss_mb
 from pdd.runtime.sampler import MODES, VOCODERS, SamplerSettings
@@ -99,15 +100,14 @@ def parse_batches(text: str) -> tuple[int, ...]:
 def run_benchmark(options: BenchOptions, *, progress: Callable[[str], None] | None = None,
                   bundle: Bundle | None = None) -> dict[str, Any]:
     """Measure `options` and return the report (schema: `bench_report.REPORT_FORMAT`, see `report_keys`)."""
-    from pdd.runtime.generate import resolve_engine
-
     options.validate()
     say = progress or (lambda message: None)
     load_start = load_average()
     if bundle is None:
-        bundle = load_bundle(resolve_engine(options.engine), check_graphs=False)
-    backend = TimedBackend(create_backend(options.backend, bundle, device=options.device))
-    try:
+        bundle = load_engine_bundle(options.engine)
+    # The engine pdd-run and Python callers use, on a backend that times every call.
+    with Engine(bundle, TimedBackend(create_backend(options.backend, bundle, device=options.device))) as engine:
+        backend = engine.backend
         backend.events = cuda_events_for(backend.inner)
         results, resolved = measure_batches(bundle, backend, options, say)
         ab = None
@@ -117,8 +117,6 @@ def run_benchmark(options: BenchOptions, *, progress: Callable[[str], None] | No
         describe = backend.describe()
         device = backend.device
         gpu_memory = gpu_memory_mb() if device != "cpu" else None  # while the sessions/engines still hold their memory
-    finally:
-        backend.close()
     cold = None
     if options.cold_runs:
         say(f"cold start: {options.cold_runs} fresh processes")

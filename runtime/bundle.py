@@ -129,9 +129,7 @@ class Bundle:
         A bundle whose schedule says "continuous" (a teacher trained on continuous t) accepts any count; the list then
         runs 1..limit.
         """
-        if self.continuous_time:
-            return list(range(1, limit + 1))
-        return [m for m in range(1, self.steps + 1) if self.steps % m == 0]
+        return self.schedule_config.valid_steps(limit)
 
     def golden_path(self) -> Path | None:
         name = self.manifest.get("golden")

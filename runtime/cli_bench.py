@@ -27,13 +27,13 @@ p50/p90/p99/mean/min, real-time factor and throughput per batch size, cold start
 
 Examples:
 
-  pdd-bench --engine engines/small-8             # batch 1: 10 warm-up + 100 timed requests
+  pdd-bench                                      # the shipped default engine, batch 1: 10 warm-up + 100 timed requests
 
-  pdd-bench --engine engines/small-8 --batch 1,4,8 --json bench.json --markdown bench.md --plot bench.png
+  pdd-bench --engine engines/small-piano --batch 1,4,8 --json bench.json --markdown bench.md --plot bench.png
 
-  pdd-bench --engine engines/small-8 --ab        # + interleaved A/B: modes, vocoders, GL vs FFT floor, threads
+  pdd-bench --engine engines/small-piano --ab    # + interleaved A/B: modes, vocoders, GL vs FFT floor, threads
 
-  pdd-bench --engine engines/small-8 --backend trt --batch 1,8   # GPU/Jetson, after pdd-export --trt
+  pdd-bench --engine engines/small-piano --backend trt --batch 1,8   # GPU/Jetson, after pdd-export --trt
 
 Performance figures come from here (and benchmarks/compare.py for PyTorch eager side by side), never from timed tests.
 On a shared machine compare only numbers measured in the same run, and read the load average printed with them.
@@ -51,7 +51,7 @@ def bench(
     mode: str = typer.Option("sampler", "--mode", help="sampler (one fused call) | loop (denoiser per step)."),
     batch: str = typer.Option("1", "--batch", "-b", help="Batch sizes, comma-separated, e.g. 1,4,8."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the bundle's; loop mode: a divisor)."),
-    vocoder: str = typer.Option("auto", "--vocoder", help="auto | graph | numpy."),
+    vocoder: str = typer.Option("auto", "--vocoder", help="auto (the bundle's default) | neural (learned vocoder) | gl (Griffin-Lim) | graph | numpy (Griffin-Lim graph / numpy)."),
     gl_iters: Optional[int] = typer.Option(None, "--gl-iters", help="Griffin-Lim iterations (default: the vocoder graph's, else 32)."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed requests per batch size."),
     runs: int = typer.Option(100, "--runs", help="Timed requests per batch size."),
@@ -100,13 +100,14 @@ def bench(
         print(report_lib.markdown(report), end="")
 
 
-# Upper bounds on counts that size allocations or loops up front (a typo must be an error, not hours of work).
-MAX_BATCH = 128
+# Upper bounds on counts that size allocations or loops up front (a typo must be an error, not hours of work); the
+# batch bound is the engine's.
 MAX_RUNS = 100_000
 MAX_COLD_RUNS = 100
 
 
 def _check_counts(options: Any) -> None:
+    from pdd.runtime.engine import MAX_BATCH
     from pdd.runtime.errors import ConfigError
 
     limits = (("--batch", max(options.batches), MAX_BATCH), ("the number of --batch sizes", len(options.batches), 16),

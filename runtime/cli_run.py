@@ -1,6 +1,6 @@
 """`pdd-run`: generate music from an engine bundle with no PyTorch (onnxruntime or native TensorRT).
 
-A thin typer wrapper over `pdd.runtime.generate` (generate, verify); heavy imports happen inside the command so `--help`
+A thin typer wrapper over `pdd.runtime.generate` (files through `Engine`, verify); heavy imports happen inside the command so `--help`
 stays instant.
 """
 
@@ -24,20 +24,23 @@ from pdd.runtime.cli_common import make_app, user_errors
 HELP = """Generate music clips from an engine bundle (no PyTorch needed).
 
 Writes OUT/pdd-SEED-I.wav (or .flac) with a JSON sidecar per clip (engine name and hash, seed, steps, backend, timings).
+From Python, `pdd.runtime.Engine` gives the same samples as an array.
 
 Examples:
 
   pdd-run -n 4 --seed 7                          # 4 clips from the shipped default engine into ./out
 
-  pdd-run --engine engines/small-8 --mode loop --steps 4 --backend ort --out takes --plot
+  pdd-run --engine engines/small-piano --mode loop --steps 4 --backend ort --out takes --plot
 
-  pdd-run --engine engines/small-8 --verify      # golden check: max error of every graph on the chosen backend
+  pdd-run --engine engines/small-piano --verify  # golden check: max error of every graph on the chosen backend
 
   pdd-run -n 1 --seamless 4 --crossfade 0.5      # one longer file: 4 clips joined with crossfades
 
-Modes: `sampler` runs the fused N-step graph in one call (steps fixed at export); `loop` calls the denoiser per step with the DDIM update on the host and accepts any divisor of the bundle's N.
+  pdd-run --vocoder gl --gl-iters 64             # Griffin-Lim instead of the learned vocoder
 
-Vocoder `auto`: the bundle's Griffin-Lim graph on a GPU, numpy Griffin-Lim on the CPU (or whenever --gl-iters differs from the graph's).
+Modes: `sampler` runs the fused N-step graph in one call (steps fixed at export); `loop` calls the denoiser per step with the DDIM update on the host and accepts any divisor of the bundle's N; `auto` is `sampler` at the bundle's N and `loop` otherwise.
+
+Vocoders: `auto` is the bundle's default (the learned vocoder when it ships one; Griffin-Lim when --gl-iters is given); `neural` the learned vocoder; `gl` Griffin-Lim behind the silence gate (the bundle's graph on a GPU, numpy on the CPU); `graph` and `numpy` force one Griffin-Lim implementation.
 """
 
 app = make_app(HELP)
@@ -51,10 +54,10 @@ def run(
     seed: int = typer.Option(0, "--seed", help="Noise seed (numpy Generator); clip i of a seed is the same on every backend."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Clips per model call (default min(n, 4))."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the bundle's; loop mode: a divisor of it)."),
-    mode: str = typer.Option("sampler", "--mode", help="sampler (one fused call) | loop (denoiser per step)."),
+    mode: str = typer.Option("sampler", "--mode", help="sampler (one fused call) | loop (denoiser per step) | auto."),
     backend: str = typer.Option("auto", "--backend", help="auto | ort (onnxruntime) | trt (native TensorRT)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (where the ort backend runs)."),
-    vocoder: str = typer.Option("auto", "--vocoder", help="auto | graph (bundle's vocoder.onnx) | numpy (Griffin-Lim on the CPU)."),
+    vocoder: str = typer.Option("auto", "--vocoder", help="auto (the bundle's default) | neural (learned vocoder) | gl (Griffin-Lim) | graph | numpy (Griffin-Lim graph / numpy)."),
     gl_iters: Optional[int] = typer.Option(None, "--gl-iters", help="Griffin-Lim iterations (default: the vocoder graph's, else 32)."),
     fmt: str = typer.Option("wav", "--format", help="wav | flac."),
     float_wav: bool = typer.Option(False, "--float", help="Write 32-bit float WAV instead of 16-bit PCM."),
@@ -66,6 +69,7 @@ def run(
     crossfade: float = typer.Option(0.5, "--crossfade", help="Seconds of equal-power crossfade between joined clips."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
+    from pdd.runtime.engine import DEFAULT_BATCH
     from pdd.runtime.generate import RunOptions, generate
 
     if verify_golden:
@@ -76,7 +80,7 @@ def run(
         vocoder=vocoder, gl_iters=gl_iters, format=fmt, subtype="float" if float_wav else "pcm16", out=out, plot=plot,
         overwrite=overwrite, seamless=seamless, crossfade=crossfade,
     )
-    batch = batch_size or min(max(n * seamless, 1), 4)
+    batch = batch_size or min(max(n * seamless, 1), DEFAULT_BATCH)
     if quiet or n * seamless <= batch:
         results = generate(options)
     else:
@@ -108,15 +112,14 @@ def _with_progress(options: "object") -> list:
 
 
 def _verify(engine: Optional[Path], backend_name: str, device: str) -> None:
-    from pdd.runtime.backends import create_backend
-    from pdd.runtime.bundle import load_bundle
+    from pdd.runtime.engine import Engine
     from pdd.runtime.errors import BundleError
-    from pdd.runtime.generate import resolve_engine, verify
+    from pdd.runtime.generate import verify
 
-    bundle = load_bundle(resolve_engine(engine), check_graphs=False)
-    with create_backend(backend_name, bundle, device=device) as backend:
-        checks = verify(bundle, backend)
-        detail = backend.describe()
+    with Engine.load(engine, backend_name, device) as opened:
+        bundle = opened.bundle
+        checks = verify(bundle, opened.backend)
+        detail = opened.backend.describe()
     print(f"golden check of {bundle.name} ({bundle.hash[:12]}) on {detail}:")
     for check in checks:
         status = "ok" if check.ok else "FAIL"

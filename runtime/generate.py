@@ -1,9 +1,8 @@
-"""What `pdd-run` does, as library calls the tests use directly: find the engine, generate clips to files, verify golden.
+"""What `pdd-run` does, as library calls the tests use directly: generate clips to files through `Engine`, verify golden.
 
-- `default_engine_dir()`: the bundle shipped in the `pdd.engines` package (engines/DEFAULT names it, else engines/default/).
-- `generate(RunOptions)`: noise (Generator(seed), clip by clip) → audio files `pdd-<seed>-<i>.<fmt>` with a JSON sidecar each
-  (engine name + manifest sha256, seed, index, steps, mode, backend, timings) and an optional spectrogram PNG. All target
-  paths are checked before any work, and nothing is overwritten without `overwrite`.
+- `generate(RunOptions)`: `Engine.clips` → audio files `pdd-<seed>-<i>.<fmt>` with a JSON sidecar each (engine name +
+  manifest sha256, seed, index, steps, mode, backend, timings) and an optional spectrogram PNG. All target paths are
+  checked before any work, and nothing is overwritten without `overwrite`.
 - `verify(bundle, backend)`: runs golden.npz through the backend and reports the max error per output.
 """
 
@@ -20,49 +19,15 @@ import numpy as np
 
 from pdd.runtime import __version__
 from pdd.runtime.audio import WRITE_FORMATS, write_audio
-from pdd.runtime.backends import Backend, create_backend
-from pdd.runtime.bundle import MANIFEST_FORMAT, Bundle, golden_tolerance, load_bundle
+from pdd.runtime.backends import Backend
+from pdd.runtime.bundle import MANIFEST_FORMAT, Bundle, golden_tolerance
+from pdd.runtime.engine import MAX_BATCH, Engine, GeneratedClip, check_generate_args, crossfade_samples, load_engine_bundle
 from pdd.runtime.errors import AudioError, BundleError, ConfigError
 from pdd.runtime.fileio import ensure_writable_dir, write_json_atomic
-from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings
+from pdd.runtime.sampler import Sampler
 
-DEFAULT_BATCH = 4
-# Upper bounds on counts that size allocations or loops up front (a typo of -n 1e9 must not start hours of work).
-MAX_CLIPS = 10_000  # files per run (each keeps a small result record until the summary)
-MAX_BATCH = 128  # clips per model call: (batch, n_freqs, frames) phase buffers are ~1.6 MB a clip for paper
-MAX_SEAMLESS = 256  # clips joined per file (≈ 38 min at 8.9 s a clip)
-MAX_STEPS = 1024
-MAX_GL_ITERS = 1000
 SIDECAR_SUFFIX = ".json"
 PLOT_SUFFIX = ".png"
-
-
-def engines_root() -> Path:
-    """The installed `pdd.engines` package folder (engines/ in the repo; package data after `pip install .`)."""
-    from importlib.resources import files
-
-    return Path(str(files("pdd.engines")))
-
-
-def default_engine_dir(root: Path | None = None) -> Path:
-    """The shipped default bundle: engines/DEFAULT (one line, a folder name) or engines/default/ in package pdd.engines."""
-    root = engines_root() if root is None else root
-    marker = root / "DEFAULT"
-    if marker.is_file():
-        name = marker.read_text().strip()
-        if not name or "/" in name or name.startswith("."):
-            raise BundleError(f"{marker} must name one bundle folder next to it; reinstall pdd")
-        return root / name
-    if (root / "default" / "manifest.json").is_file():
-        return root / "default"
-    raise BundleError(
-        "this install ships no default engine yet (pdd.engines has no DEFAULT file or default/ bundle); "
-        "pass --engine DIR with a bundle made by `pdd-export`"
-    )
-
-
-def resolve_engine(engine: str | os.PathLike[str] | None) -> Path:
-    return default_engine_dir() if engine is None else Path(engine)
 
 
 @dataclass
@@ -107,18 +72,8 @@ def clip_paths(out: Path, seed: int, index: int, fmt: str, plot: bool) -> dict[s
 
 def check_options(options: RunOptions) -> None:
     """Input checks that need no engine: counts, format, the plotting dependency."""
-    check_count(options.n, "-n", 1, MAX_CLIPS, " (number of clips)")
-    if options.batch_size is not None:
-        check_count(options.batch_size, "--batch-size", 1, MAX_BATCH)
-    if options.steps is not None:
-        check_count(options.steps, "--steps", 1, MAX_STEPS)
-    if options.gl_iters is not None:
-        check_count(options.gl_iters, "--gl-iters", 0, MAX_GL_ITERS)
-    check_count(options.seamless, "--seamless", 1, MAX_SEAMLESS, " (clips per file)")
-    if not math.isfinite(options.crossfade) or options.crossfade < 0:
-        raise ConfigError(f"--crossfade must be a finite number of seconds >= 0, got {options.crossfade}")
-    if options.seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {options.seed}")
+    check_generate_args(options.n, options.seed, options.steps, options.gl_iters, options.batch_size, options.seamless,
+                        options.crossfade)
     if options.format not in WRITE_FORMATS:
         raise ConfigError(f"unknown --format {options.format!r}; use one of: {', '.join(WRITE_FORMATS)}")
     if options.plot:
@@ -128,13 +83,6 @@ def check_options(options: RunOptions) -> None:
             pyplot()  # fail before any work if matplotlib is missing
         except ConfigError:
             raise ConfigError("--plot needs matplotlib: pip install 'pdd[plot]'") from None
-
-
-def check_count(value: int, flag: str, low: int, high: int, what: str = "") -> None:
-    if value < low:
-        raise ConfigError(f"{flag} must be >= {low}{what}, got {value}")
-    if value > high:
-        raise ConfigError(f"{flag} must be <= {high}{what}, got {value}")
 
 
 def prepare_out_dir(options: RunOptions) -> None:
@@ -170,118 +118,43 @@ def existing_targets(out: Path, options: RunOptions) -> list[Path]:
     return sorted(found, key=lambda p: (int(os.path.splitext(p.name)[0][len(prefix):]), p.suffix))
 
 
-def open_backend(bundle: Bundle, name: str, device: str) -> Backend:
-    return create_backend(name, bundle, device=device)
-
-
 def generate(
     options: RunOptions,
     *,
     progress: Callable[[int, int], None] | None = None,
     bundle: Bundle | None = None,
 ) -> list[ClipResult]:
-    """Generate `options.n` files; returns what was written. `progress(done, total)` is called per batch.
-
-    With `seamless` K > 1 every file joins K consecutive clips of the noise stream with an equal-power crossfade of
-    `crossfade` seconds (independent clips, so this is a smooth medley rather than one continuous piece).
-    """
+    """Generate `options.n` files through `Engine`; returns what was written. `progress(done, total)` is called per
+    batch. With `seamless` K > 1 every file joins K consecutive clips (see `Engine.clips`)."""
     started = time.perf_counter()
     check_options(options)
     if bundle is None:
-        bundle = load_bundle(resolve_engine(options.engine), check_graphs=False)  # the backend checks the I/O it opens
-    overlap = crossfade_samples(options, bundle)
+        bundle = load_engine_bundle(options.engine)
+    crossfade_samples(options.crossfade, options.seamless, bundle)
     prepare_out_dir(options)
-    total_clips = options.n * options.seamless
-    batch = options.batch_size or min(total_clips, DEFAULT_BATCH)
-    settings = SamplerSettings(mode=options.mode, steps=options.steps, vocoder=options.vocoder, gl_iters=options.gl_iters)
-
-    with open_backend(bundle, options.backend, options.device) as backend:
-        sampler = Sampler(bundle, backend, settings, batch)
+    with Engine.open(bundle, options.backend, options.device) as engine:
+        sampler = engine.prepare(options.n, options.seed, options.steps, options.vocoder, mode=options.mode,
+                                 gl_iters=options.gl_iters, batch_size=options.batch_size, seamless=options.seamless,
+                                 crossfade=options.crossfade)
         setup_ms = (time.perf_counter() - started) * 1e3
-        noise = NoiseStream(options.seed, bundle.packed_shape)
-        results: list[ClipResult] = []
-        pending: list[np.ndarray] = []
-        pending_ms = np.zeros(2)  # this file's share of (sample, decode) time
-        done = 0
-        while done < total_clips:
-            # Always a full batch (fixed shapes for CUDA graphs / plans); surplus clips' noise is drawn and dropped.
-            before = np.array([sampler.timings.sample_ms, sampler.timings.decode_ms])
-            waves = sampler(noise.take(batch), noise.take_phase(batch, sampler.phase_shape))
-            clip_ms = (np.array([sampler.timings.sample_ms, sampler.timings.decode_ms]) - before) / batch
-            for wave in waves[: total_clips - done]:
-                pending.append(wave)
-                pending_ms += clip_ms
-                done += 1
-                if len(pending) == options.seamless:
-                    index = len(results)
-                    joined = crossfade_join(pending, overlap)
-                    paths = clip_paths(Path(options.out), options.seed, index, options.format, options.plot)
-                    results.append(
-                        _write_clip(options, bundle, backend, sampler, paths, index, joined, pending_ms, setup_ms)
-                    )
-                    pending, pending_ms = [], np.zeros(2)
-            if progress:
-                progress(done, total_clips)
-    return results
+        clips = engine.clips(sampler, options.n, options.seed, seamless=options.seamless, crossfade=options.crossfade,
+                             peak_guard=options.subtype == "pcm16", progress=progress)
+        return [_write_clip(options, engine, sampler, clip, setup_ms) for clip in clips]
 
 
-def crossfade_samples(options: RunOptions, bundle: Bundle) -> int:
-    """--crossfade in samples, checked against the clip length (0 when files hold single clips)."""
-    if options.seamless == 1:
-        return 0
-    overlap = int(round(options.crossfade * bundle.audio.sample_rate))
-    if not 0 <= overlap < bundle.audio.clip_samples // 2:
-        limit = bundle.audio.clip_samples / 2 / bundle.audio.sample_rate
-        raise ConfigError(f"--crossfade must be in [0, {limit:.2f}) seconds for this engine's clips, got {options.crossfade}")
-    return overlap
-
-
-def crossfade_join(waves: list[np.ndarray], overlap: int) -> np.ndarray:
-    """Concatenate clips, overlapping neighbours by `overlap` samples with an equal-power (cos/sin) crossfade."""
-    if len(waves) == 1 or overlap == 0:
-        return np.concatenate(waves).astype(np.float32, copy=False)
-    ramp = np.linspace(0.0, np.pi / 2, overlap, dtype=np.float64)
-    fade_out, fade_in = np.cos(ramp).astype(np.float32), np.sin(ramp).astype(np.float32)
-    out = np.asarray(waves[0], dtype=np.float32)
-    for wave in waves[1:]:
-        wave = np.asarray(wave, dtype=np.float32)
-        mixed = out[-overlap:] * fade_out + wave[:overlap] * fade_in
-        out = np.concatenate([out[:-overlap], mixed, wave[overlap:]])
-    return out
-
-
-PEAK_CEILING = 10 ** (-1 / 20)  # -1 dBFS, the level the training corpus was normalised to
-
-
-def peak_guard(wave: np.ndarray) -> tuple[np.ndarray, float]:
-    """Scale a clip whose peak would clip 16-bit PCM down to -1 dBFS; returns it and the gain applied (dB, ≤ 0).
-
-    Griffin-Lim's phase is not the original's, so a clip's peaks can exceed full scale even when its mel is in range
-    (measured: up to 1.9 on the default engine); hard clipping would add distortion, a gain change adds none.
-    """
-    peak = float(np.abs(wave).max(initial=0.0))
-    if peak <= 1.0:
-        return wave, 0.0
-    gain = PEAK_CEILING / peak
-    return (wave * np.float32(gain)).astype(np.float32, copy=False), float(20 * np.log10(gain))
-
-
-def _write_clip(
-    options: RunOptions, bundle: Bundle, backend: Backend, sampler: Sampler, paths: dict[str, Path], index: int,
-    wave: np.ndarray, stage_ms: np.ndarray, setup_ms: float,
-) -> ClipResult:
+def _write_clip(options: RunOptions, engine: Engine, sampler: Sampler, clip: GeneratedClip, setup_ms: float) -> ClipResult:
     write_start = time.perf_counter()
-    wave, gain_db = peak_guard(wave) if options.subtype == "pcm16" else (wave, 0.0)
+    bundle, backend, wave = engine.bundle, engine.backend, clip.audio
+    paths = clip_paths(Path(options.out), options.seed, clip.index, options.format, options.plot)
     audio = write_audio(paths["audio"], wave, bundle.audio.sample_rate, subtype=options.subtype, overwrite=options.overwrite)
     plot = _write_plot(paths["plot"], wave, bundle, options.overwrite) if "plot" in paths else None
-    first_clip = index * options.seamless
     meta = {
         "pdd_version": __version__,
         "engine": {"name": bundle.name, "manifest_sha256": bundle.hash, "path": str(bundle.path), "precision": bundle.precision},
         "seed": options.seed,
-        "index": index,
-        "noise": f"numpy Generator({options.seed}).standard_normal, clips {first_clip}..{first_clip + options.seamless - 1} "
-                 "of the stream",
+        "index": clip.index,
+        "noise": f"numpy Generator({options.seed}).standard_normal, clips {clip.first_clip}.."
+                 f"{clip.first_clip + options.seamless - 1} of the stream",
         "clips": options.seamless,
         "crossfade_s": options.crossfade if options.seamless > 1 else 0.0,
         "steps": sampler.steps,
@@ -299,18 +172,18 @@ def _write_clip(
         "samples": int(wave.shape[-1]),
         "seconds": round(wave.shape[-1] / bundle.audio.sample_rate, 4),
         "audio_file": audio.name,
-        "peak_guard_gain_db": round(gain_db, 2),
+        "peak_guard_gain_db": round(clip.gain_db, 2),
         "timings_ms": {
             "setup": round(setup_ms, 3),  # bundle load + hash checks + backend sessions, once per run
             # This file's share of its batches: noise → x̂0 (sample), x̂0 → waveform (decode), and their sum.
-            "sample": round(float(stage_ms[0]), 3),
-            "decode": round(float(stage_ms[1]), 3),
-            "generate": round(float(stage_ms.sum()), 3),
+            "sample": round(clip.sample_ms, 3),
+            "decode": round(clip.decode_ms, 3),
+            "generate": round(clip.sample_ms + clip.decode_ms, 3),
             "write": round((time.perf_counter() - write_start) * 1e3, 3),
         },
     }
     write_json(paths["sidecar"], meta, overwrite=options.overwrite)
-    return ClipResult(index=index, audio=audio, sidecar=paths["sidecar"], plot=plot, meta=meta)
+    return ClipResult(index=clip.index, audio=audio, sidecar=paths["sidecar"], plot=plot, meta=meta)
 
 
 def _gate_dict(sampler: Sampler) -> dict[str, float] | None:
@@ -405,7 +278,4 @@ def check_golden_inputs(graph: str, specs: Any, inputs: dict[str, np.ndarray]) -
     return batch
 
 
-__all__ = [
-    "RunOptions", "ClipResult", "GoldenCheck", "generate", "verify", "default_engine_dir", "resolve_engine", "check_options",
-    "prepare_out_dir", "write_json", "crossfade_join",
-]
+__all__ = ["RunOptions", "ClipResult", "GoldenCheck", "generate", "verify", "check_options", "prepare_out_dir", "write_json"]

@@ -6,8 +6,13 @@ Modes:
 - `sampler`: one call of the fused N-step graph (z_1 → x̂0); the step count is fixed at export, so `steps` must be the
   bundle's N.
 - `loop`: the denoiser once per step with the DDIM update (`schedule.ddim_sample` over `grid(steps)`) on the host between calls.
-  Valid step counts are `Bundle.valid_loop_steps()`: the divisors of N, whose grids t = k/M are subsets of the trained
-  grid (a distilled student only ever saw those times); any count for a bundle marked "continuous" (a teacher).
+  Valid step counts are the schedule's (`ScheduleConfig.steps_problem`, the one rule): the divisors of N, whose grids
+  t = k/M are subsets of the trained grid (a distilled student only ever saw those times); any count up to the teacher
+  grid for a bundle marked "continuous" (a teacher).
+- `auto`: `sampler` where it runs the asked steps, else `loop` (what `Engine` and `pdd-serve` use).
+
+`resolve_settings` decides all of this from the manifest alone (no sessions), so a server can validate a request and
+`Sampler` can prepare exactly the graphs it will run.
 
 Vocoders (`SamplerSettings.vocoder`):
 
@@ -26,7 +31,7 @@ whatever the batch size and the same on every backend.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,6 +44,7 @@ from pdd.runtime.neural_vocoder import spectrum_to_audio
 from pdd.runtime.schedule import ddim_sample, grid
 
 MODES = ("sampler", "loop")
+AUTO = "auto"  # a mode for callers that name only steps: the fused graph where it runs them, else the loop
 PHASE_STREAM = 1  # NoiseStream's phases come from Generator([seed, 1]): independent of the noise, fixed per seed
 VOCODERS = ("auto", "neural", "gl", "graph", "numpy")  # graph/numpy: Griffin-Lim with that implementation
 
@@ -67,27 +73,117 @@ class NoiseStream:
         return random_phase(self.phase_rng, (count, *shape))
 
 
-def loop_steps_error(bundle: Bundle, steps: int) -> str | None:
-    """Why loop mode cannot run `steps` on this bundle, or None."""
-    if steps < 1:
-        return f"--steps must be >= 1, got {steps}"
-    if bundle.continuous_time or bundle.steps % steps == 0:
-        return None
-    valid = ", ".join(str(s) for s in bundle.valid_loop_steps())
-    return (
-        f"--steps {steps} is not on this bundle's {bundle.steps}-step grid; loop mode runs {valid} "
-        f"(divisors of {bundle.steps}, whose times the model was trained on)"
-    )
-
-
-@dataclass
+@dataclass(frozen=True)
 class SamplerSettings:
-    """How to sample: resolved against a bundle and backend by `Sampler`."""
+    """How to sample, as asked: `resolve_settings` turns it into `ResolvedSettings` for one bundle and device."""
 
-    mode: str = "sampler"
+    mode: str = "sampler"  # MODES, or "auto": the fused graph at the bundle's N, the denoiser loop otherwise
     steps: int | None = None  # None: the bundle's N
     vocoder: str = "auto"
     gl_iters: int | None = None  # None: the vocoder graph's count, else griffinlim.DEFAULT_ITERS
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """Settings as they will run: every `auto` decided, every rule of the bundle checked; JSON-serialisable."""
+
+    mode: str  # "sampler" | "loop"
+    steps: int
+    vocoder: str  # "neural" (learned) | "gl" (Griffin-Lim)
+    vocoder_impl: str  # "graph" | "wave-graph" | "numpy"
+    gl_iters: int  # 0 for the learned vocoder
+    gl_momentum: float
+    graphs: tuple[str, ...]  # the bundle graphs these settings run, in order
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["graphs"] = list(self.graphs)
+        return data
+
+
+def resolve_settings(bundle: Bundle, settings: SamplerSettings, device: str) -> ResolvedSettings:
+    """The one resolution of sampling settings: a pure function of the bundle's manifest, the settings and where the
+    backend runs (`device` "cpu" or a GPU: `auto` vocoder choices differ). Opens nothing; ConfigError/BundleError with
+    one line for anything the bundle cannot run."""
+    if settings.mode not in MODES + (AUTO,):
+        raise ConfigError(f"unknown mode {settings.mode!r}; choose one of: {', '.join(MODES + (AUTO,))}")
+    if settings.vocoder not in VOCODERS:
+        raise ConfigError(f"unknown vocoder {settings.vocoder!r}; choose one of: {', '.join(VOCODERS)}")
+    steps = bundle.steps if settings.steps is None else settings.steps
+    mode = settings.mode
+    if mode == AUTO:
+        mode = "sampler" if steps == bundle.steps and bundle.has_graph("sampler") else "loop"
+    _check_steps(bundle, mode, steps)
+    vocoder, impl, iters, momentum = _resolve_vocoder(bundle, settings, device != "cpu")
+    graphs = ("sampler" if mode == "sampler" else "denoiser",) + _decode_graphs(vocoder, impl)
+    for graph in graphs:
+        bundle.graph(graph)  # a clear error before anything is opened
+    return ResolvedSettings(mode, steps, vocoder, impl, iters, momentum, graphs)
+
+
+def offered_steps(bundle: Bundle, limit: int = 64) -> tuple[int, ...]:
+    """Step counts a user may pick from (a page's menu): the fused graph's N and the loop's counts up to `limit`."""
+    steps = {bundle.steps} if bundle.has_graph("sampler") else set()
+    if bundle.has_graph("denoiser"):
+        steps.update(bundle.schedule_config.valid_steps(max(bundle.steps, limit)))
+    return tuple(sorted(steps))
+
+
+def _check_steps(bundle: Bundle, mode: str, steps: int) -> None:
+    if mode == "sampler":
+        if steps != bundle.steps:
+            raise ConfigError(
+                f"the fused sampler graph runs exactly {bundle.steps} steps; use --mode loop for --steps {steps}"
+                if bundle.has_graph("denoiser") else
+                f"this bundle's sampler runs exactly {bundle.steps} steps and it has no denoiser for other counts"
+            )
+        if not bundle.has_graph("sampler"):
+            raise ConfigError("this bundle has no fused sampler graph; use --mode loop")
+        return
+    problem = bundle.schedule_config.steps_problem(steps)
+    if problem:
+        raise ConfigError(problem)
+    if not bundle.has_graph("denoiser"):
+        raise ConfigError("this bundle has no denoiser graph for loop mode; use --mode sampler")
+
+
+def _resolve_vocoder(bundle: Bundle, settings: SamplerSettings, on_gpu: bool) -> tuple[str, str, int, float]:
+    """(vocoder "neural"|"gl", implementation, Griffin-Lim iterations, momentum) for the settings on this bundle."""
+    choice = settings.vocoder
+    if choice == "auto":
+        choice = "gl" if settings.gl_iters is not None else bundle.default_vocoder
+    if choice == "neural":
+        neural = bundle.neural
+        if neural is None:
+            raise ConfigError(f"engine {bundle.name!r} has no learned vocoder; use --vocoder gl (Griffin-Lim) "
+                              "or export one with `pdd-export --vocoder-ckpt`")
+        return "neural", "wave-graph" if on_gpu and neural.get("wave_graph") else "graph", 0, 0.0
+    impl, iters, momentum = _resolve_griffin_lim(bundle, settings, choice, on_gpu)
+    return "gl", impl, iters, momentum
+
+
+def _resolve_griffin_lim(bundle: Bundle, settings: SamplerSettings, choice: str, on_gpu: bool) -> tuple[str, int, float]:
+    graph = bundle.graph("vocoder").extra if bundle.has_graph("vocoder") else None
+    momentum = float(graph["gl_momentum"]) if graph else DEFAULT_MOMENTUM
+    graph_iters = int(graph["gl_iters"]) if graph else None
+    iters = settings.gl_iters if settings.gl_iters is not None else (graph_iters or DEFAULT_ITERS)
+    if iters < 0:
+        raise ConfigError(f"--gl-iters must be >= 0, got {iters}")
+    if choice == "graph":
+        if graph is None:
+            raise ConfigError("this bundle has no Griffin-Lim graph; use --vocoder numpy")
+        if iters != graph_iters:
+            raise ConfigError(f"the Griffin-Lim graph runs exactly {graph_iters} iterations; use --vocoder numpy for {iters}")
+    elif choice == "gl":
+        # The graph keeps x̂0 on a GPU; on the CPU real FFTs beat DFT-as-convolution, so numpy decodes there.
+        choice = "graph" if graph is not None and on_gpu and iters == graph_iters else "numpy"
+    return choice, iters, momentum
+
+
+def _decode_graphs(vocoder: str, impl: str) -> tuple[str, ...]:
+    if vocoder == "neural":
+        return ("neural_vocoder_wave" if impl == "wave-graph" else "neural_vocoder",)
+    return ("vocoder",) if impl == "graph" else ()
 
 
 @dataclass
@@ -108,85 +204,20 @@ class Sampler:
     """Noise → waveform for one bundle on one backend at a fixed batch size."""
 
     def __init__(self, bundle: Bundle, backend: Backend, settings: SamplerSettings, batch: int) -> None:
-        if settings.mode not in MODES:
-            raise ConfigError(f"unknown mode {settings.mode!r}; choose one of: {', '.join(MODES)}")
-        if settings.vocoder not in VOCODERS:
-            raise ConfigError(f"unknown vocoder {settings.vocoder!r}; choose one of: {', '.join(VOCODERS)}")
+        self.resolved = resolve_settings(bundle, settings, backend.device)
         if batch < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {batch}")
         self.bundle, self.backend, self.batch = bundle, backend, batch
-        self.mode = settings.mode
-        self.steps = self._resolve_steps(settings)
-        self.vocoder, self.vocoder_impl, self.gl_iters, self.gl_momentum = self._resolve_vocoder(settings)
-        graphs = ["sampler" if self.mode == "sampler" else "denoiser"] + self._decode_graphs()
-        for graph in graphs:
-            bundle.graph(graph)  # a clear error before anything is opened
-        backend.prepare(graphs, batch)
+        resolved = self.resolved
+        self.mode, self.steps, self.vocoder, self.vocoder_impl = resolved.mode, resolved.steps, resolved.vocoder, resolved.vocoder_impl
+        self.gl_iters, self.gl_momentum = resolved.gl_iters, resolved.gl_momentum
+        backend.prepare(list(resolved.graphs), batch)
         self.timings = Timings()
-
-    def _resolve_steps(self, settings: SamplerSettings) -> int:
-        bundle = self.bundle
-        steps = bundle.steps if settings.steps is None else settings.steps
-        if self.mode == "sampler":
-            if steps != bundle.steps:
-                raise ConfigError(
-                    f"the fused sampler graph runs exactly {bundle.steps} steps; use --mode loop for --steps {steps}"
-                    if bundle.has_graph("denoiser") else
-                    f"this bundle's sampler runs exactly {bundle.steps} steps and it has no denoiser for other counts"
-                )
-            if not bundle.has_graph("sampler"):
-                raise ConfigError("this bundle has no fused sampler graph; use --mode loop")
-        else:
-            problem = loop_steps_error(bundle, steps)
-            if problem:
-                raise ConfigError(problem)
-            if not bundle.has_graph("denoiser"):
-                raise ConfigError("this bundle has no denoiser graph for loop mode; use --mode sampler")
-        return steps
-
-    def _resolve_vocoder(self, settings: SamplerSettings) -> tuple[str, str, int, float]:
-        """(vocoder "neural"|"gl", implementation, Griffin-Lim iterations, momentum) for the settings on this bundle."""
-        choice = settings.vocoder
-        if choice == "auto":
-            choice = "gl" if settings.gl_iters is not None else self.bundle.default_vocoder
-        if choice == "neural":
-            neural = self.bundle.neural
-            if neural is None:
-                raise ConfigError(f"engine {self.bundle.name!r} has no learned vocoder; use --vocoder gl (Griffin-Lim) "
-                                  "or export one with `pdd-export --vocoder-ckpt`")
-            on_gpu = self.backend.device != "cpu"
-            impl = "wave-graph" if on_gpu and neural.get("wave_graph") else "graph"
-            return "neural", impl, 0, 0.0
-        impl, iters, momentum = self._resolve_griffin_lim(settings, choice)
-        return "gl", impl, iters, momentum
-
-    def _decode_graphs(self) -> list[str]:
-        if self.vocoder == "neural":
-            return ["neural_vocoder_wave" if self.vocoder_impl == "wave-graph" else "neural_vocoder"]
-        return ["vocoder"] if self.vocoder_impl == "graph" else []
-
-    def _resolve_griffin_lim(self, settings: SamplerSettings, choice: str) -> tuple[str, int, float]:
-        bundle = self.bundle
-        graph = bundle.graph("vocoder").extra if bundle.has_graph("vocoder") else None
-        momentum = float(graph["gl_momentum"]) if graph else DEFAULT_MOMENTUM
-        graph_iters = int(graph["gl_iters"]) if graph else None
-        iters = settings.gl_iters if settings.gl_iters is not None else (graph_iters or DEFAULT_ITERS)
-        if iters < 0:
-            raise ConfigError(f"--gl-iters must be >= 0, got {iters}")
-        if choice == "graph":
-            if graph is None:
-                raise ConfigError("this bundle has no Griffin-Lim graph; use --vocoder numpy")
-            if iters != graph_iters:
-                raise ConfigError(f"the Griffin-Lim graph runs exactly {graph_iters} iterations; use --vocoder numpy for {iters}")
-        elif choice == "gl":
-            on_gpu = self.backend.device != "cpu"
-            choice = "graph" if graph is not None and on_gpu and iters == graph_iters else "numpy"
-        return choice, iters, momentum
 
     # -- stages ---------------------------------------------------------------------------------------------------
     def sample_x0(self, z1: np.ndarray) -> Any:
         """x̂0 for a batch of noise; a device value when the vocoder graph will consume it on the device."""
-        keep = ("x0",) if self._decode_graphs() else ()
+        keep = ("x0",) if len(self.resolved.graphs) > 1 else ()
         if self.mode == "sampler":
             return self.backend.run("sampler", {"z_1": z1}, keep=keep)["x0"]
         t_in = np.empty((z1.shape[0],), dtype=np.float32)

@@ -223,6 +223,27 @@ class ScheduleConfig(JsonConfig):
             return False
         return steps <= self.teacher_steps if self.continuous else self.steps % steps == 0
 
+    def valid_steps(self, limit: int | None = None) -> list[int]:
+        """Every step count `allows`, ascending, at most `limit` (a teacher allows up to a thousand and more)."""
+        top = self.teacher_steps if self.continuous else self.steps
+        top = top if limit is None else min(top, limit)
+        return [m for m in range(1, top + 1) if self.allows(m)]
+
+    def steps_problem(self, steps: int) -> str | None:
+        """Why a host loop of `steps` steps would leave the times this model was trained on (one line), or None.
+        The one step-count rule: `pdd-run`, `pdd-bench`, `pdd-serve` and `Engine` all ask here."""
+        if not _positive_int(steps):
+            return f"--steps must be >= 1, got {steps}"
+        if self.allows(steps):
+            return None
+        if self.continuous:
+            return f"--steps {steps} is finer than this model's finest grid; it runs 1 to {self.teacher_steps} steps"
+        valid = ", ".join(str(m) for m in self.valid_steps())
+        return (
+            f"--steps {steps} is not on this bundle's {self.steps}-step grid; loop mode runs {valid} "
+            f"(divisors of {self.steps}, whose times the model was trained on)"
+        )
+
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1

@@ -3,7 +3,7 @@
 Flow: `submit(request)` admits a job (at most `max_queue` unfinished, else `Unavailable` → 503) → the `Batcher` groups
 jobs with the same steps/vocoder → the sampler thread draws each clip's noise and start phase from its own seed
 (`NoiseStream(seed)`, clip 0, exactly what `pdd-run --seed S -n 1` draws) and runs the denoiser → the vocoder thread
-decodes, applies the peak guard and encodes with the runtime's writer → the job's future gets a `Clip`. With
+decodes, applies the peak guard and encodes in memory with the runtime's encoder → the job's future gets a `Clip`. With
 `pipeline` the two stages run on separate threads, so group k+1 samples while group k decodes.
 
 Batching never changes a clip's bytes: in `exact` mode (the default) a batched model call is used only where it was
@@ -14,13 +14,9 @@ batching changes the last bits, the same music to the ear, not the same bytes as
 from __future__ import annotations
 
 import math
-import os
 import queue
-import shutil
-import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +25,15 @@ from typing import Any, Hashable, Iterator
 import numpy as np
 
 from pdd.runtime import __version__
-from pdd.runtime.audio import WRITE_FORMATS, write_audio
+from pdd.runtime.audio import WRITE_FORMATS, encode_audio, peak_guard
 from pdd.runtime.backends import create_backend
-from pdd.runtime.bundle import Bundle, load_bundle
+from pdd.runtime.bundle import Bundle
+from pdd.runtime.engine import load_engine_bundle
 from pdd.runtime.errors import ConfigError, PddError
-from pdd.runtime.generate import peak_guard, resolve_engine
-from pdd.runtime.sampler import VOCODERS, NoiseStream, Sampler
+from pdd.runtime.sampler import VOCODERS, NoiseStream, Sampler, offered_steps
 from pdd.runtime.serve.batcher import Batcher
 from pdd.runtime.serve.schema import EngineChoices, GenerateRequest
-from pdd.runtime.serve.stages import (BatchPolicy, SamplerPool, decode_each, decoder, host_copy, offered_steps,
-                                      run_rows, settings_problem)
+from pdd.runtime.serve.stages import BatchPolicy, SamplerPool, decode_each, decoder, host_copy, run_rows, settings_problem
 from pdd.runtime.untrusted import printable
 
 MAX_BATCH_LIMIT = 64
@@ -119,7 +114,7 @@ class Service:
     def __init__(self, options: ServeOptions, *, bundle: Bundle | None = None) -> None:
         options.check()
         self.options = options
-        self.bundle = bundle or load_bundle(resolve_engine(options.engine), check_graphs=False)
+        self.bundle = bundle or load_engine_bundle(options.engine)
         self.pool = SamplerPool(self.bundle, lambda: create_backend(options.backend, self.bundle, device=options.device))
         if options.pipeline and options.decoders > 1 and self.pool.primary.device != "cpu":
             raise ConfigError("--decoders above 1 runs on the CPU only: GPU sessions reuse one set of bound buffers")
@@ -127,7 +122,6 @@ class Service:
         self.policy = BatchPolicy(options.exact)
         self.batcher: Batcher[Job] = Batcher(options.max_batch, options.max_wait_ms / 1e3)
         self._decode_queue: "queue.Queue[SampledGroup | None]" = queue.Queue(maxsize=2)
-        self._scratch = scratch_dir()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._closing = False
@@ -187,14 +181,13 @@ class Service:
             thread.start()
 
     def close(self, timeout: float | None = None) -> None:
-        """Refuse new jobs, finish every admitted one, stop the threads, release the backends and scratch files."""
+        """Refuse new jobs, finish every admitted one, stop the threads, release the backends."""
         with self._lock:
             self._closing = True
             self.batcher.close()
         for thread in self._threads:
             thread.join(timeout)
         self.pool.close()
-        shutil.rmtree(self._scratch, ignore_errors=True)
 
     # -- admission ------------------------------------------------------------------------------------------------
     def submit(self, request: GenerateRequest) -> "Future[Clip]":
@@ -349,22 +342,9 @@ class Service:
         return Clip(audio=audio, media_type=MEDIA_TYPES[request.format], headers=headers)
 
     def _encode(self, wave: np.ndarray, fmt: str) -> tuple[bytes, float]:
-        """pdd-run's bytes: its peak guard, then the runtime's one writer (to a private scratch file, read back)."""
+        """pdd-run's bytes: its peak guard, then the runtime's encoder (the one `write_audio` puts on disk), in memory."""
         wave, gain_db = peak_guard(wave)
-        path = self._scratch / f"{uuid.uuid4().hex}.{fmt}"
-        try:
-            write_audio(path, wave, self.bundle.audio.sample_rate, subtype=SUBTYPE)
-            return path.read_bytes(), gain_db
-        finally:
-            path.unlink(missing_ok=True)
-
-
-def scratch_dir() -> Path:
-    """A private folder for encoding answers through the runtime's one audio writer: in memory (/dev/shm) where there
-    is one, since that writer fsyncs, which on a disk costs more than the encoding itself."""
-    shm = Path("/dev/shm")
-    where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix="pdd-serve-", dir=where))
+        return encode_audio(wave, self.bundle.audio.sample_rate, fmt, subtype=SUBTYPE), gain_db
 
 
 def header_text(text: str, limit: int = 120) -> str:

@@ -1,4 +1,4 @@
-"""The stages behind the service, each usable alone: which Sampler runs a request (`sampler_settings`, `SamplerPool`),
+"""The stages behind the service, each usable alone: which Sampler runs a request (`request_settings`, `SamplerPool`),
 and when a batched model call may stand in for batch-1 calls (`BatchPolicy`, `run_rows`).
 
 Exactness: a batched call is not bit-identical to batch-1 calls on every backend (measured: onnxruntime on 2 CPU threads
@@ -11,54 +11,26 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterator
 
 import numpy as np
 
 from pdd.runtime.backends import Backend
 from pdd.runtime.bundle import Bundle, finite_or_error
 from pdd.runtime.errors import PddError
-from pdd.runtime.sampler import Sampler, SamplerSettings
+from pdd.runtime.sampler import AUTO, Sampler, SamplerSettings, resolve_settings
 
 
-def sampler_settings(bundle: Bundle, steps: int, vocoder: str) -> SamplerSettings:
-    """The settings `pdd-run` needs for these steps: the fused graph at the bundle's N, the denoiser loop otherwise."""
-    fused = steps == bundle.steps and bundle.has_graph("sampler")
-    return SamplerSettings(mode="sampler" if fused else "loop", steps=steps, vocoder=vocoder)
-
-
-def offered_steps(bundle: Bundle) -> tuple[int, ...]:
-    steps = {bundle.steps} if bundle.has_graph("sampler") else set()
-    if bundle.has_graph("denoiser"):
-        steps.update(bundle.valid_loop_steps(limit=max(bundle.steps, 64)))
-    return tuple(sorted(steps))
-
-
-class _ResolveOnly(Backend):
-    """A backend that opens and runs nothing, so `Sampler` can apply its own rules (steps, vocoder, graphs present) to
-    settings without opening sessions: the Griffin-Lim graph's CPU session alone takes ~1.6 s to open (measured here),
-    for a vocoder most requests never ask for."""
-
-    name = "resolve-only"
-
-    def __init__(self, bundle: Bundle, device: str) -> None:
-        super().__init__(bundle)
-        self.device = device  # `auto` choices depend on where the real backend runs
-
-    def prepare(self, graphs: Sequence[str], batch: int) -> None:
-        return None
-
-    def run(self, graph: str, inputs: Mapping[str, Any], keep: Sequence[str] = ()) -> dict[str, Any]:
-        raise RuntimeError("the resolve-only backend runs nothing")
-
-    def describe(self) -> str:
-        return self.name
+def request_settings(steps: int, vocoder: str) -> SamplerSettings:
+    """A request names steps and a vocoder; the mode follows as for `Engine`: the fused graph at the bundle's N (which
+    is what `pdd-run` runs by default), the denoiser loop otherwise."""
+    return SamplerSettings(mode=AUTO, steps=steps, vocoder=vocoder)
 
 
 def settings_problem(bundle: Bundle, device: str, steps: int, vocoder: str) -> str | None:
-    """Why `Sampler` would refuse these settings on this bundle and device (one line), or None; opens nothing."""
+    """Why these settings cannot run on this bundle and device (one line), or None; opens nothing."""
     try:
-        Sampler(bundle, _ResolveOnly(bundle, device), sampler_settings(bundle, steps, vocoder), 1)
+        resolve_settings(bundle, request_settings(steps, vocoder), device)
     except PddError as exc:
         return str(exc)
     return None
@@ -86,7 +58,7 @@ class SamplerPool:
             if sampler is None:
                 steps, vocoder = key
                 backend = self._backend_for(batch)
-                sampler = Sampler(self.bundle, backend, sampler_settings(self.bundle, steps, vocoder), batch)
+                sampler = Sampler(self.bundle, backend, request_settings(steps, vocoder), batch)
                 self._samplers[(key, batch)] = sampler
             return sampler
 

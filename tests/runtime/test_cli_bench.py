@@ -195,7 +195,7 @@ def test_cli_writes_json_markdown_and_plot(tiny_bundle_dir: Path, tmp_path: Path
 def test_help_has_a_real_example() -> None:
     result = pdd_bench("--help")
     assert result.exit_code == 0
-    assert "pdd-bench --engine engines/small-8 --batch 1,4,8" in result.output
+    assert "pdd-bench --engine engines/small-piano --batch 1,4,8" in result.output
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from pdd.runtime.bundle import MANIFEST_NAME, load_bundle, write_manifest
 from pdd.runtime.cli_run import app
 from pdd.runtime.errors import BundleError
-from pdd.runtime.generate import default_engine_dir
+from pdd.runtime.engine import default_engine_dir
 
 runner = CliRunner()
 
@@ -92,7 +92,7 @@ def test_seamless_joins_consecutive_clips_with_a_crossfade(tiny_bundle_dir: Path
 
 
 def test_crossfade_is_equal_power() -> None:
-    from pdd.runtime.generate import crossfade_join
+    from pdd.runtime.engine import crossfade_join
 
     ones = np.ones(100, dtype=np.float32)
     joined = crossfade_join([ones, ones], 20)
@@ -306,7 +306,7 @@ def test_a_real_exported_bundle_runs_end_to_end(tmp_path: Path) -> None:
 
 
 def test_peak_guard_scales_only_clips_that_would_clip() -> None:
-    from pdd.runtime.generate import PEAK_CEILING, peak_guard
+    from pdd.runtime.audio import PEAK_CEILING, peak_guard
 
     quiet = np.array([0.5, -0.9], dtype=np.float32)
     same, gain = peak_guard(quiet)

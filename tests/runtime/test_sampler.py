@@ -18,7 +18,8 @@ from pdd.runtime.errors import ConfigError
 from pdd.runtime.griffinlim import griffin_lim
 from pdd.runtime.mel import denormalize, mel_to_magnitude
 from pdd.runtime.pack import unpack
-from pdd.runtime.sampler import NoiseStream, Sampler, SamplerSettings, initial_noise, loop_steps_error
+from pdd.runtime.sampler import (NoiseStream, ResolvedSettings, Sampler, SamplerSettings, initial_noise, offered_steps,
+                                 resolve_settings)
 from pdd.runtime.schedule import ddim_sample, grid
 
 
@@ -67,12 +68,44 @@ def test_loop_mode_with_a_divisor_of_the_grid_is_ddim(bundle, cpu, tiny_referenc
     assert loop.steps == 2
 
 
+def test_settings_resolve_without_a_backend_exactly_as_the_sampler_runs_them(bundle, cpu) -> None:
+    for settings in (SamplerSettings(), SamplerSettings(mode="loop", steps=2), SamplerSettings(vocoder="numpy", gl_iters=3),
+                     SamplerSettings(mode="auto", steps=1), SamplerSettings(vocoder="graph")):
+        resolved = resolve_settings(bundle, settings, "cpu")
+        assert Sampler(bundle, cpu, settings, batch=1).resolved == resolved
+        assert ResolvedSettings(**{**resolved.to_dict(), "graphs": tuple(resolved.graphs)}) == resolved
+        json.dumps(resolved.to_dict())
+    auto = resolve_settings(bundle, SamplerSettings(mode="auto", steps=2), "cpu")
+    assert (auto.mode, auto.steps, auto.graphs) == ("loop", 2, ("denoiser",))
+    assert resolve_settings(bundle, SamplerSettings(mode="auto"), "cpu").mode == "sampler"
+    # where the backend runs changes `auto` choices: the Griffin-Lim graph keeps x̂0 on a GPU
+    assert resolve_settings(bundle, SamplerSettings(vocoder="gl"), "cuda").vocoder_impl == "graph"
+    assert resolve_settings(bundle, SamplerSettings(vocoder="gl"), "cpu").vocoder_impl == "numpy"
+    with pytest.raises(ConfigError, match="--steps 3 is not on this bundle's 4-step grid"):
+        resolve_settings(bundle, SamplerSettings(mode="auto", steps=3), "cpu")
+    assert offered_steps(bundle) == (1, 2, 4)
+
+
+def test_one_step_rule_for_a_teacher_asked_for_more_steps_than_its_grid(tiny_bundle_copy: Path) -> None:
+    manifest = json.loads((tiny_bundle_copy / MANIFEST_NAME).read_text())
+    manifest["schedule"] = schedule_entry(ScheduleConfig(steps=4, continuous=True))
+    write_manifest(tiny_bundle_copy, manifest)
+    teacher = load_bundle(tiny_bundle_copy)
+    rule = teacher.schedule_config
+    assert rule.allows(1024) and not rule.allows(2000)
+    assert 2000 not in teacher.valid_loop_steps(limit=4096) and teacher.valid_loop_steps(limit=4096)[-1] == 1024
+    with pytest.raises(ConfigError, match="--steps 2000 is finer than this model's finest grid; it runs 1 to 1024"):
+        resolve_settings(teacher, SamplerSettings(mode="loop", steps=2000), "cpu")
+    assert resolve_settings(teacher, SamplerSettings(mode="loop", steps=3), "cpu").steps == 3
+    assert offered_steps(teacher) == tuple(range(1, 65))
+
+
 def test_step_counts_off_the_grid_are_refused(bundle, cpu) -> None:
     with pytest.raises(ConfigError, match=r"--steps 3 is not on this bundle's 4-step grid; loop mode runs 1, 2, 4"):
         Sampler(bundle, cpu, SamplerSettings(mode="loop", steps=3), batch=1)
     with pytest.raises(ConfigError, match=r"fused sampler graph runs exactly 4 steps; use --mode loop"):
         Sampler(bundle, cpu, SamplerSettings(mode="sampler", steps=2), batch=1)
-    assert loop_steps_error(bundle, 0) == "--steps must be >= 1, got 0"
+    assert bundle.schedule_config.steps_problem(0) == "--steps must be >= 1, got 0"
     with pytest.raises(ConfigError, match="unknown mode"):
         Sampler(bundle, cpu, SamplerSettings(mode="fast"), batch=1)
     with pytest.raises(ConfigError, match="--batch-size must be >= 1"):

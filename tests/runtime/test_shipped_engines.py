@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pdd.runtime.bundle import golden_tolerance, load_bundle
-from pdd.runtime.generate import engines_root, verify
+from pdd.runtime.engine import engines_root
+from pdd.runtime.generate import verify
 
 SHIPPED = sorted(path.parent for path in engines_root().glob("*/manifest.json"))
 
