@@ -39,6 +39,11 @@ CHECKPOINT_FORMAT = "pdd-checkpoint/1"
 KINDS = ("teacher", "student")
 MAX_STUDENT_STEPS = 1024  # the finest DDIM grid pdd samples
 MAX_TRAIN_STEP = 10**12
+# Bounds on a recorded model config (pdd's largest, `paper`, is ≈ 45 M parameters with numbers below 1024).
+MAX_MODEL_NUMBER = 1 << 16
+MAX_MODEL_LIST = 16
+MAX_RES_BLOCKS = 64
+MAX_MODEL_PARAMS = 1_000_000_000
 
 
 class CheckpointError(PddError):
@@ -82,6 +87,7 @@ class CheckpointInfo:
             if not isinstance(data.get("kind"), str) or not isinstance(data.get("lineage", []), list):
                 raise TypeError("kind must be a string and lineage a list")
             check_audio_bounds(data["audio"], "audio", CheckpointError)
+            check_model_bounds(data["model"])
             steps = data.get("steps")
             if steps is not None:
                 bounded_int(steps, "steps", 1, MAX_STUDENT_STEPS, CheckpointError)
@@ -96,6 +102,23 @@ class CheckpointInfo:
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError, ConfigError, CheckpointError) as exc:
             raise CheckpointError(f"checkpoint info is incomplete or invalid: {printable(exc, 200)}") from None
+
+
+def check_model_bounds(model: Any) -> None:
+    """Every number and list of a recorded U-Net config within generous bounds, before even the meta-device count builds
+    it: a config of a million residual blocks would take minutes to build on any device."""
+    if not isinstance(model, dict):
+        raise CheckpointError("model config must be an object")
+    for key, value in model.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if len(values) > MAX_MODEL_LIST:
+            raise CheckpointError(f"model config {printable(key, 40)} lists {len(values)} values, over {MAX_MODEL_LIST}")
+        for item in values:
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and not abs(item) <= MAX_MODEL_NUMBER:
+                raise CheckpointError(f"model config {printable(key, 40)} is {printable(repr(item), 40)}, over {MAX_MODEL_NUMBER}")
+    blocks = model.get("num_res_blocks")
+    if isinstance(blocks, int) and blocks > MAX_RES_BLOCKS:
+        raise CheckpointError(f"model config num_res_blocks is {blocks}, over {MAX_RES_BLOCKS}")
 
 
 def make_checkpoint_state(
@@ -227,20 +250,31 @@ def build_model(info: CheckpointInfo, weights: dict[str, torch.Tensor], path: st
     """The U-Net (1D or 2D) of the recorded config with `weights` loaded strictly (its size checked against them first)."""
     if not isinstance(weights, dict) or not all(isinstance(w, torch.Tensor) for w in weights.values()):
         raise CheckpointError(f"{path}: the weights are not a dict of tensors")
-    held = sum(w.numel() for w in weights.values())
+    held = stored_values(weights)
     try:
         with torch.device("meta"):  # count parameters without allocating them
             needed = sum(p.numel() for p in build_denoiser(info.model).parameters())
-    except (ValueError, RuntimeError, TypeError) as exc:
+    except (ValueError, RuntimeError, TypeError, ZeroDivisionError) as exc:
         raise CheckpointError(f"{path}: the recorded model config cannot be built ({printable(exc, 200)})") from None
     if needed > held:
         raise CheckpointError(f"{path}: the recorded model config needs {needed} parameters, the file holds {held} values")
+    if needed > MAX_MODEL_PARAMS:
+        raise CheckpointError(f"{path}: the recorded model config needs {needed:,} parameters, over the limit of "
+                              f"{MAX_MODEL_PARAMS:,}; not a pdd model")
     model = build_denoiser(info.model)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the recorded model config ({str(exc).splitlines()[0]})") from None
     return model
+
+
+def stored_values(weights: dict[str, torch.Tensor]) -> int:
+    """Values the tensors really store: a tensor expanded from one element claims any numel but stores one value, so
+    counting numel would let a small file pass for a large model."""
+    storages = {w.untyped_storage().data_ptr(): w.untyped_storage().nbytes() // max(w.element_size(), 1)
+                for w in weights.values()}
+    return sum(storages.values())
 
 
 def load_denoiser(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:

@@ -26,6 +26,7 @@ from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.mel import AMIN, mel_filterbank, reference_power
 from pdd.runtime.silence import SilenceGate, gated_floor
 from pdd.runtime.spectral import StftPlan
+from pdd.runtime.untrusted import check_audio_bounds, printable
 
 # The head's log-magnitude is clamped here before exp: e^7 ≈ 1100 is above the largest bin of a full-scale sine in the
 # unnormalised STFT (window sum / 2 = 512 at n_fft 2048) and keeps exp() finite in fp16 graphs.
@@ -35,6 +36,7 @@ MAX_LOG_MAGNITUDE = 7.0
 # (a model's x̂0 rarely lands exactly on −1) are pulled onto it; Griffin-Lim's gate (pdd.runtime.silence.DEFAULT_GATE)
 # is far more aggressive. Recorded in each checkpoint and manifest, so the runtime applies what training saw.
 VOCODER_GATE = SilenceGate(threshold=-0.9, knee=0.1)
+MAX_VOCODER_PARAMS = 200_000_000  # 65× the shipped 3.1 M; a checkpoint claiming more is refused before allocating
 
 
 @dataclass(frozen=True)
@@ -227,10 +229,17 @@ class VocoderInfo:
         if not isinstance(data, dict) or not {"audio", "vocoder", "gate"} <= set(data):
             raise ConfigError("vocoder checkpoint info needs audio, vocoder and gate")
         try:
-            return cls(AudioConfig.from_dict(dict(data["audio"])), VocoderConfig.from_dict(dict(data["vocoder"])),
+            check_audio_bounds(data["audio"], "vocoder checkpoint audio preset", ConfigError)
+            info = cls(AudioConfig.from_dict(dict(data["audio"])), VocoderConfig.from_dict(dict(data["vocoder"])),
                        SilenceGate.from_manifest(data["gate"]), dict(data.get("training") or {}))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"vocoder checkpoint info is malformed ({exc})") from None
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise ConfigError(f"vocoder checkpoint info is malformed ({printable(exc, 200)})") from None
+        # Bounded before anything is allocated: each size alone may pass its own check and still multiply to gigabytes.
+        params = expected_params(info.audio, info.config)
+        if params > MAX_VOCODER_PARAMS:
+            raise ConfigError(f"vocoder checkpoint info describes a model of {params:,} parameters, over the limit of "
+                              f"{MAX_VOCODER_PARAMS:,} (the shipped vocoder has 3.1 M); not a pdd vocoder")
+        return info
 
 
 def expected_params(audio: AudioConfig, config: VocoderConfig) -> int:
@@ -242,5 +251,5 @@ def expected_params(audio: AudioConfig, config: VocoderConfig) -> int:
 
 __all__ = [
     "VocoderConfig", "VOCODER_GATE", "VOCODER_PRESETS", "vocoder_preset", "MelVocoder", "LogMel", "LossConfig", "VocoderLoss", "VocoderInfo",
-    "spectrum_to_wave", "parameter_count", "expected_params", "MAX_LOG_MAGNITUDE",
+    "spectrum_to_wave", "parameter_count", "expected_params", "MAX_LOG_MAGNITUDE", "MAX_VOCODER_PARAMS",
 ]

@@ -28,17 +28,19 @@ from pdd.runtime.config import AudioConfig, get_preset
 from pdd.runtime.errors import AudioError, ConfigError, PddError
 from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.mel import log_mel
-from pdd.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from pdd.runtime.untrusted import bounded_int, is_inside, printable
+from pdd.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint, stored_values
 from pdd.training.progress import Progress
 from pdd.training.repro import step_seed
 from pdd.training.runfolder import RunKind, append_log, plot_loss, prepare_resumable_run, truncate_log
 from pdd.training.optim import lr_factor
-from pdd.training.vocoder import VOCODER_GATE, LossConfig, MelVocoder, VocoderInfo, VocoderLoss, parameter_count, vocoder_preset
+from pdd.training.vocoder import (VOCODER_GATE, LossConfig, MelVocoder, VocoderInfo, VocoderLoss, expected_params,
+                                  parameter_count, vocoder_preset)
 
 RUN_FILE, CHECKPOINT_FILE, LOG_FILE, LOSS_PNG, PREVIEW_DIR = "run.json", "vocoder.pt", "log.jsonl", "loss.png", "previews"
 CHECKPOINT_KIND = "vocoder"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif")
-RESUME_MAY_CHANGE = frozenset({"steps", "checkpoint_every", "preview_every", "log_every"})
+RESUME_MAY_CHANGE = frozenset({"steps", "checkpoint_every", "preview_every", "log_every", "audio_dir"})
 MAX_STEPS = 10_000_000
 
 
@@ -53,6 +55,7 @@ class VocoderTrainConfig(JsonConfig):
     config_kind: ClassVar[str] = "vocoder training config"
 
     data: str = ""
+    audio_dir: str = ""  # the audio folder a mel cache --data was made from, when it lies outside the cache (--audio-dir)
     audio_preset: str = "paper"
     preset: str = "small"
     steps: int = 20000
@@ -127,19 +130,22 @@ class SegmentStream:
         return np.stack(mels), np.stack(waves).astype(np.float32)
 
 
-def training_files(data: Path) -> tuple[Path, list[str]]:
-    """(root, relative names) of the audio to train on: a cache's training-split sources, or every audio file of a folder."""
+def training_files(data: Path, audio_dir: str = "") -> tuple[Path, list[str]]:
+    """(root, relative names) of the audio to train on: a cache's training-split sources, or every audio file of a folder.
+
+    Only folders the user named are read: a cache's index.json records its audio folder, but the index is untrusted (a
+    shared cache could name /etc or another user's music), so that folder is used only when it lies inside the cache;
+    otherwise the user names it with --audio-dir."""
     if (data / "index.json").is_file():
         from pdd.training.cache import open_cache
 
         cache = open_cache(data)
-        root = cache.index.get("input")
-        if not isinstance(root, str) or not Path(root).is_dir():
-            raise ConfigError(f"{data} is a mel cache, but the audio folder it was made from ({root!r}) is gone; "
-                              "pass --data with the audio folder instead")
+        root = cache_audio_root(data, cache.index.get("input"), audio_dir)
         if "train" not in cache.splits:
             raise ConfigError(f"{data} has no training split")
-        return Path(root), sorted(set(cache.sources("train")))
+        return root, sorted(set(cache.sources("train")))
+    if audio_dir:
+        raise ConfigError(f"--audio-dir names the audio folder of a mel cache, but --data {data} is not a cache")
     if not data.is_dir():
         raise ConfigError(f"--data {data}: no such folder (an audio folder or a cache made by `pdd-data prepare`)")
     names = sorted(str(p.relative_to(data)) for p in data.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
@@ -148,22 +154,43 @@ def training_files(data: Path) -> tuple[Path, list[str]]:
     return data, names
 
 
-def load_tracks(data: Path, audio: AudioConfig, log: Callable[[str], None] = print) -> list[Track]:
+def cache_audio_root(cache: Path, recorded: Any, audio_dir: str) -> Path:
+    """The folder a cache's sources are read from: --audio-dir when given, else the index's own folder if it lies
+    inside the cache; anything else is refused with the option that would name it."""
+    if audio_dir:
+        if not Path(audio_dir).is_dir():
+            raise ConfigError(f"--audio-dir {audio_dir}: no such folder")
+        return Path(audio_dir)
+    if not isinstance(recorded, str) or not recorded or "\x00" in recorded:
+        raise ConfigError(f"{cache} is a mel cache whose index names no audio folder; pass --audio-dir with the folder "
+                          "it was made from")
+    root = Path(recorded) if os.path.isabs(recorded) else cache / recorded
+    if not is_inside(cache, root):
+        raise ConfigError(f"{cache} is a mel cache made from {printable(recorded)}, outside the cache; pdd-vocoder reads "
+                          f"only folders named on its command line: pass --audio-dir {printable(recorded)} if that is "
+                          "the audio you mean")
+    if not root.is_dir():
+        raise ConfigError(f"{cache} is a mel cache, but the audio folder it was made from ({printable(recorded)}) is "
+                          "gone; pass --audio-dir with the audio folder instead")
+    return root
+
+
+def load_tracks(data: Path, audio: AudioConfig, log: Callable[[str], None] = print, audio_dir: str = "") -> list[Track]:
     """Read, resample to the preset's rate and analyse every training file; unreadable ones are skipped and listed."""
-    root, names = training_files(data)
+    root, names = training_files(data, audio_dir)
     tracks, skipped = [], []
     for name in names:
         path = root / name
         if not path.resolve().is_relative_to(root.resolve()):
-            skipped.append(f"{name} (outside {root})")
+            skipped.append(f"{printable(name, 120)} (outside {printable(root)})")
             continue
         try:
             wave = load_audio(path, audio.sample_rate)
         except AudioError as exc:
-            skipped.append(f"{name} ({exc})")
+            skipped.append(f"{printable(name, 120)} ({exc})")
             continue
         if not np.all(np.isfinite(wave)):
-            skipped.append(f"{name} (NaN/inf samples)")
+            skipped.append(f"{printable(name, 120)} (NaN/inf samples)")
             continue
         tracks.append(Track(name, wave, log_mel(wave, audio)))
     if skipped:
@@ -211,12 +238,64 @@ def load_vocoder(path: str | os.PathLike[str], audio: AudioConfig | None = None)
     if audio is not None and info.audio != audio:
         raise CheckpointError(f"{path}: vocoder made for audio preset {info.audio.name!r} ({info.audio.sample_rate} Hz, "
                               f"{info.audio.n_mels} mels), the model needs {audio.name!r}")
+    check_weight_storage(path, state["model"], expected_params(info.audio, info.config))
     model = MelVocoder(info.audio, info.config, info.gate)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the recorded vocoder config ({str(exc).splitlines()[0]})") from None
     return model.eval(), info
+
+
+def check_weight_storage(path: str | os.PathLike[str], weights: Any, needed: int) -> None:
+    """Refuse weights that cannot hold `needed` parameters, counting the bytes really stored (a tensor expanded from one
+    element claims any size but stores four bytes), so a small file never makes us allocate a large model."""
+    if not isinstance(weights, dict) or not all(isinstance(w, torch.Tensor) for w in weights.values()):
+        raise CheckpointError(f"{path}: the vocoder weights are not a dict of tensors")
+    held = stored_values(weights)
+    if needed > held:
+        raise CheckpointError(f"{path}: the recorded vocoder config needs {needed:,} parameters, the file stores "
+                              f"{held:,} values; not a pdd vocoder checkpoint")
+
+
+def restore_run(path: Path, info: VocoderInfo, model: MelVocoder, ema: MelVocoder,
+                optimizer: torch.optim.Optimizer) -> int:
+    """Load a run's vocoder.pt into the live model, EMA, optimiser and RNG after checking it is this run's and whole;
+    the step it reached. Any damage is one CheckpointError that says how to go on."""
+    state = load_checkpoint(path)
+    damaged = f"{path} is damaged or not this run's checkpoint"
+    try:
+        if state.get("kind") != CHECKPOINT_KIND:
+            raise CheckpointError(f"{path}: not a vocoder checkpoint")
+        saved = VocoderInfo.from_dict(state["info"])
+        if (saved.audio, saved.config) != (info.audio, info.config):
+            raise CheckpointError(f"{path} holds a vocoder of another preset than run.json describes")
+        step = bounded_int(state["step"], f"{path}: step", 0, MAX_STEPS, CheckpointError)
+        for key in ("raw", "model"):
+            check_weight_storage(path, state[key], parameter_count(model))
+        model.load_state_dict(state["raw"])
+        ema.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        check_optimizer_state(optimizer)
+        torch.set_rng_state(state["rng"]["torch"])
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; start over with --force") from None
+    except (ConfigError, KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        reason = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 160)
+        raise CheckpointError(f"{damaged} ({reason}); start over with --force") from None
+    return step
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """AdamW's moments must match their parameters in shape and be float tensors: load_state_dict does not check, and a
+    damaged one would fail at the first step, minutes later, with a torch traceback."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if name == "step":
+                    continue
+                if not isinstance(value, torch.Tensor) or value.shape != param.shape or not value.is_floating_point():
+                    raise ValueError(f"optimizer state {name} does not fit its parameter")
 
 
 # -- the loop --------------------------------------------------------------------------------------------------------------
@@ -238,20 +317,13 @@ def train_vocoder(out: str | os.PathLike[str], given: dict[str, Any], *, resume:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.8, 0.99))
     start = 0
     if resume:
-        state = load_checkpoint(out / CHECKPOINT_FILE)
-        if state.get("kind") != CHECKPOINT_KIND:
-            raise CheckpointError(f"{out / CHECKPOINT_FILE}: not a vocoder checkpoint")
-        model.load_state_dict(state["raw"])
-        ema.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        start = int(state["step"])
+        start = restore_run(out / CHECKPOINT_FILE, info, model, ema, optimizer)
         truncate_log(out / LOG_FILE, start)
     if start >= config.steps:
         log(f"pdd-vocoder: {out} already trained {start} steps (--steps {config.steps}); nothing to do")
         return out / CHECKPOINT_FILE
 
-    tracks = load_tracks(Path(config.data), audio, log)
+    tracks = load_tracks(Path(config.data), audio, log, config.audio_dir)
     stream = SegmentStream(tracks, audio, config.segment_frames, config.seed)
     out.mkdir(parents=True, exist_ok=True)
     info.training = {"data": config.data, "hours": round(stream.hours, 3), "files": len(stream.tracks),

@@ -49,9 +49,10 @@ distil "$WORK/distill-b" "$WORK/distill-a/student-64.pt" 64 4 1000
 # 3b. The learned vocoder (wave 2): 3.1 M params, 20000 AdamW steps, batch 16 × 32 frames of the cache's training-split
 #     audio (the held-out files stay unseen), EMA 0.999, one thread: 78 min on the 2-core CPU (4.3 it/s).
 if [ -f "$WORK/vocoder-small/run.json" ]; then
-    pdd-vocoder train --out "$WORK/vocoder-small" --resume --threads 1
+    pdd-vocoder train --out "$WORK/vocoder-small" --resume --audio-dir "$WORK/corpus" --threads 1
 else
-    pdd-vocoder train --data "$WORK/cache-paper" --out "$WORK/vocoder-small" --steps 20000 --threads 1
+    pdd-vocoder train --data "$WORK/cache-paper" --audio-dir "$WORK/corpus" --out "$WORK/vocoder-small" --steps 20000 \
+        --threads 1
 fi
 
 # 4. Quality vs steps: teacher DDIM@N vs student@N, 48 clips per row from seed 0, against held-out clips; every row also

@@ -113,6 +113,18 @@ def info_edit(change: Callable[[dict], None]) -> Callable[[Path, Path], Path]:
     return apply
 
 
+def expanded_weights(teacher: Path, folder: Path) -> Path:
+    """A 16× wider model whose "weights" are one stored value expanded to any size: counting numel would pass it and
+    allocate hundreds of MB before failing; counting stored bytes refuses it first."""
+    state = torch.load(teacher, weights_only=True)
+    state["info"]["model"]["base_channels"] *= 16
+    state["model"] = {"w": torch.zeros(1).expand(10**9)}
+    state["ema"] = None
+    target = folder / "expanded.pt"
+    torch.save(state, target)
+    return target
+
+
 def truncated(teacher: Path, folder: Path) -> Path:
     target = folder / "truncated.pt"
     target.write_bytes(teacher.read_bytes()[: teacher.stat().st_size // 2])
@@ -130,8 +142,14 @@ CKPT_CASES: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
     "steps 1e9": (info_edit(lambda i: i.update(kind="student", steps=10**9)), "incomplete or invalid"),
     "lineage is a number": (info_edit(lambda i: i.update(lineage=5)), "incomplete or invalid"),
     "audio is a string": (info_edit(lambda i: i.update(audio="paper")), "incomplete or invalid"),
-    "model 4096× wider than its weights": (info_edit(lambda i: i["model"].update(
-        base_channels=i["model"]["base_channels"] * 4096)), "needs"),
+    "model 256× wider than its weights": (info_edit(lambda i: i["model"].update(
+        base_channels=i["model"]["base_channels"] * 256)), "needs"),
+    "model 4096× wider, past any sane width": (info_edit(lambda i: i["model"].update(
+        base_channels=i["model"]["base_channels"] * 4096)), "over 65536"),
+    "weights expanded from one stored value": (expanded_weights, "holds 1 values"),
+    "num_res_blocks 1000": (info_edit(lambda i: i["model"].update(num_res_blocks=1000)), "over 64"),
+    "channel_mults of 10 000 levels": (info_edit(lambda i: i["model"].update(channel_mults=[1] * 10_000)), "over 16"),
+    "base_channels 1e12": (info_edit(lambda i: i["model"].update(base_channels=10**12)), "incomplete or invalid"),
     "truncated file": (truncated, "not a readable pdd checkpoint"),
     "pickled Python object": (pickled_code, "not a readable pdd checkpoint"),
 }
