@@ -6,6 +6,8 @@ Layout of a cache folder (numpy only, so evaluation and tools never need torch):
                           and start sample of every clip; the parameters and report of the run that built it
     train-<build>.bin     (N, n_mels, frames) raw float16/float32, C order — one shard per split and build
     heldout-<build>.bin
+    train-<build>.roll.bin  (N, 2, pitches, frames) uint8 piano rolls of the same clips (runtime/roll.py), when the index
+                          has a "roll" section: the roll config and where the notes came from ("midi" or "transcription")
 
 Every build writes new shard files under fresh names and swaps `index.json` in last (temp file + os.replace), so an interrupted
 run leaves the previous cache intact and readable; shards no longer referenced are removed only after the new index is in place.
@@ -28,12 +30,14 @@ from pdd.runtime import fileio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError, PddError
 from pdd.runtime.mel import log_mel
+from pdd.runtime.roll import RollConfig
 from pdd.runtime.untrusted import check_audio_bounds, load_json, printable, resolve_inside
 
 CACHE_FORMAT = "pdd-melcache/1"
 INDEX_NAME = "index.json"
 SPLITS = ("train", "heldout")
 DTYPES = ("float16", "float32")
+ROLL_SOURCES = ("midi", "transcription")
 
 
 class CacheError(PddError):
@@ -54,7 +58,10 @@ class MelCache:
         self.config: AudioConfig = AudioConfig.from_dict(index["config"])
         self.dtype = np.dtype(index["dtype"])
         self.splits: list[str] = list(index["splits"])
+        self.roll_config: RollConfig | None = RollConfig.from_dict(index["roll"]["config"]) if "roll" in index else None
+        self.roll_source: str | None = index["roll"]["source"] if "roll" in index else None
         self._maps: dict[str, np.ndarray] = {}
+        self._roll_maps: dict[str, np.ndarray] = {}
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{s}={self.num_clips(s)}" for s in self.splits)
@@ -87,6 +94,27 @@ class MelCache:
             else:
                 self._maps[split] = np.memmap(self.shard_path(split), dtype=self.dtype, mode="r", shape=shape)
         return self._maps[split]
+
+    @property
+    def has_rolls(self) -> bool:
+        return self.roll_config is not None
+
+    def rolls(self, split: str) -> np.ndarray:
+        """(N, 2, pitches, frames) read-only uint8 memory map of the clips' piano rolls (CacheError if the cache has none)."""
+        if self.roll_config is None:
+            raise CacheError(f"{self.path} holds no piano rolls; rebuild it with `pdd-data prepare` beside MIDI files, "
+                             "or with --transcribe")  # fmt: skip
+        if split not in self._roll_maps:
+            shape = (self.num_clips(split), *self.roll_config.shape)
+            if shape[0] == 0:
+                self._roll_maps[split] = np.zeros(shape, dtype=np.uint8)
+            else:
+                self._roll_maps[split] = np.memmap(self.roll_shard_path(split), dtype=np.uint8, mode="r", shape=shape)
+        return self._roll_maps[split]
+
+    def roll_shard_path(self, split: str) -> Path:
+        return resolve_inside(self.path, self._split(split)["roll_file"], f"{self.path / INDEX_NAME}: split {split} roll file",
+                              CacheError)  # fmt: skip
 
     def shard_path(self, split: str) -> Path:
         """The shard file of `split`, resolved inside the cache folder (an index naming anything else is refused)."""
@@ -167,6 +195,14 @@ def read_index(index_path: Path) -> dict[str, Any]:
                 raise ValueError(f"split {name}: clip sources and offsets must be integers")
             if clips and not 0 <= min(info["clip_source"]) <= max(info["clip_source"]) < n_sources:
                 raise ValueError(f"split {name}: source id out of range")
+            if "roll" in index and not isinstance(info["roll_file"], str):
+                raise ValueError(f"split {name}: roll file name is not text")
+        if "roll" in index:
+            RollConfig.from_dict(index["roll"]["config"])
+            if index["roll"]["source"] not in ROLL_SOURCES:
+                raise ValueError("roll source is neither midi nor transcription")
+            if RollConfig.from_dict(index["roll"]["config"]).frames != index["config"]["frames"]:
+                raise ValueError("roll frames differ from the audio preset's")
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
         raise CacheError(f"{index_path} is corrupt ({printable(exc, 200)}); rebuild the cache with --force") from None
     return index
@@ -178,14 +214,19 @@ def _check_shards(cache: MelCache) -> None:
         expected = int(info["clips"]) * cache.config.n_mels * cache.config.frames * cache.dtype.itemsize
         if expected == 0:
             continue
-        shard = cache.shard_path(split)
-        if not shard.is_file():
-            raise CacheError(f"{cache.path}: shard {info['file']} is missing; rebuild the cache with --force")
-        size = shard.stat().st_size
-        if size != expected:
-            raise CacheError(
-                f"{cache.path}: shard {info['file']} has {size} bytes, expected {expected}; rebuild the cache with --force"
-            )
+        if cache.roll_config is not None:
+            _check_shard_size(cache, info["roll_file"], cache.roll_shard_path(split),
+                              int(info["clips"]) * int(np.prod(cache.roll_config.shape)))  # fmt: skip
+        _check_shard_size(cache, info["file"], cache.shard_path(split), expected)
+
+
+def _check_shard_size(cache: MelCache, name: str, shard: Path, expected: int) -> None:
+    shown = printable(name, 80)
+    if not shard.is_file():
+        raise CacheError(f"{cache.path}: shard {shown} is missing; rebuild the cache with --force")
+    size = shard.stat().st_size
+    if size != expected:
+        raise CacheError(f"{cache.path}: shard {shown} has {size} bytes, expected {expected}; rebuild the cache with --force")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -200,12 +241,16 @@ class CacheWriter:
     On any exception call `abort()` (or use it as a context manager): temp files go, the previous cache stays.
     """
 
-    def __init__(self, path: str | os.PathLike[str], config: AudioConfig, dtype: str = "float16") -> None:
+    def __init__(self, path: str | os.PathLike[str], config: AudioConfig, dtype: str = "float16",
+                 rolls: RollConfig | None = None, roll_source: str = "midi") -> None:  # fmt: skip
         if dtype not in DTYPES:
             raise ConfigError(f"cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.path = Path(path)
         self.config = config
         self.dtype = np.dtype(dtype)
+        self.rolls = rolls
+        self.roll_source = roll_source
+        self._roll_files: dict[str, fileio.AtomicFile] = {}
         self.build = secrets.token_hex(4)
         self.sources: list[str] = []
         self._source_ids: dict[str, int] = {}
@@ -229,10 +274,20 @@ class CacheWriter:
         if split not in self._splits:
             self._splits[split] = {"file": self._shard_name(split), "clips": 0, "clip_source": [], "clip_offset": []}
             self._files[split] = fileio.AtomicFile(self.path / self._shard_name(split), error=CacheError)
+            if self.rolls is not None:
+                roll_name = f"{split}-{self.build}.roll.bin"
+                self._splits[split]["roll_file"] = roll_name
+                self._roll_files[split] = fileio.AtomicFile(self.path / roll_name, error=CacheError)
 
-    def add(self, split: str, mels: np.ndarray, source: str, offsets: np.ndarray | list[int]) -> None:
-        """Append (n, n_mels, frames) normalised mels cut from `source` at sample `offsets`."""
+    def add(self, split: str, mels: np.ndarray, source: str, offsets: np.ndarray | list[int],
+            rolls: np.ndarray | None = None) -> None:  # fmt: skip
+        """Append (n, n_mels, frames) normalised mels cut from `source` at sample `offsets` (and their (n, 2, pitches,
+        frames) piano rolls when the writer keeps rolls)."""
         mels = np.asarray(mels)
+        if (rolls is None) != (self.rolls is None):
+            raise ValueError("rolls must be given exactly when the writer keeps rolls")
+        if rolls is not None and (self.rolls is None or rolls.shape != (mels.shape[0], *self.rolls.shape)):
+            raise ValueError(f"rolls must be (n, *{self.rolls.shape if self.rolls else None}), got {rolls.shape}")
         if mels.ndim != 3 or mels.shape[1:] != (self.config.n_mels, self.config.frames):
             raise ValueError(f"mels must be (n, {self.config.n_mels}, {self.config.frames}), got {mels.shape}")
         offsets = [int(o) for o in offsets]
@@ -245,6 +300,8 @@ class CacheWriter:
         info = self._splits[split]
         try:
             self._files[split].write(np.ascontiguousarray(mels, dtype=self.dtype).tobytes())
+            if rolls is not None:
+                self._roll_files[split].write(np.ascontiguousarray(rolls > 0.5, dtype=np.uint8).tobytes())
         except OSError as exc:
             raise CacheError(f"cannot write the cache {printable(self.path)}: {fileio.describe_os_error(exc)}; "
                              "the previous cache is unchanged") from None
@@ -259,6 +316,9 @@ class CacheWriter:
         """Make the shards durable, swap them in, then the index; remove shards the old index referenced."""
         for split in list(self._files):
             self._files.pop(split).commit()  # fsync + rename; the index still names the old shards until below
+        for split in list(self._roll_files):
+            self._roll_files.pop(split).commit()
+        roll = {"roll": {"config": self.rolls.to_dict(), "source": self.roll_source}} if self.rolls is not None else {}
         index = {
             "format": CACHE_FORMAT,
             "config": self.config.to_dict(),
@@ -269,16 +329,18 @@ class CacheWriter:
                 for split, info in self._splits.items()
             },
             "sources": self.sources,
+            **roll,
             **(extra or {}),
         }
         write_json_atomic(self.path / INDEX_NAME, index)
-        remove_stale_shards(self.path, keep={info["file"] for info in self._splits.values()})
+        keep = {info[key] for info in self._splits.values() for key in ("file", "roll_file") if key in info}
+        remove_stale_shards(self.path, keep=keep)
         return self.path
 
     def abort(self) -> None:
-        for handle in self._files.values():
+        for handle in (*self._files.values(), *self._roll_files.values()):
             handle.abort()
-        self._files = {}
+        self._files, self._roll_files = {}, {}
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

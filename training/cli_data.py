@@ -92,6 +92,39 @@ def corpus(
 
 @app.command()
 @user_errors
+def scores(
+    out: Path = typer.Option(..., "--out", help="Output folder for scores.npz and scores.json (created)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many works (interleaved across composers)."),
+    workers: int = typer.Option(1, "--workers", help="Scores parsed at once (one process each)."),
+    time_limit: float = typer.Option(90.0, "--time-limit", help="Seconds per score before it is skipped."),
+) -> None:
+    """Notes of music21's scores by the corpus's default composers, on a beat grid: the symbolic prior's training data.
+
+    Only the default composers' works are read (held-out evaluation is scored on other composers), all of them unless
+    --limit; a score that fails to parse or runs out of time is skipped and listed.
+
+    Example: pdd-data scores --out data/scores
+    """
+    from pdd.training.corpus import DEFAULT_COMPOSERS, select_works
+    from pdd.training.score_notes import ScoresError, extract_scores
+
+    if workers < 1 or workers > 64:
+        raise ScoresError("--workers must be 1..64")
+    total = len(select_works(DEFAULT_COMPOSERS, limit))
+    with _progress() as progress:
+        task = progress.add_task("parsing", total=total, note="")
+
+        def advance(work_id: str, status: str) -> None:
+            progress.update(task, advance=1, note=_shown(f"{status:>6} {work_id}"))
+
+        listing = extract_scores(out, DEFAULT_COMPOSERS, limit=limit, workers=workers, time_limit=time_limit,
+                                 on_result=advance)  # fmt: skip
+    console.print(f"{len(listing['works'])} works, {listing['notes']} notes in {_shown(out)} "
+                  f"({len(listing['skipped'])} skipped)")  # fmt: skip
+
+
+@app.command()
+@user_errors
 def prepare(
     audio_dir: Path = typer.Argument(..., help="Folder of audio (WAV/FLAC/OGG/MP3, nested folders)."),
     out: Path = typer.Option(..., "--out", help="Cache folder (created; re-running with the same input is a no-op)."),
@@ -109,10 +142,18 @@ def prepare(
         "corpus this folder grows), so both are scored against the same pieces; replaces --heldout/--seed."
     ),
     dtype: str = typer.Option("float16", "--dtype", help="float16 (half the disk) or float32."),
+    rolls: str = typer.Option(
+        "auto", "--rolls", help="Piano roll per clip: auto (from the .mid beside each audio file when there are any), "
+        "midi (every file needs one), transcribe (basic-pitch notes), none."
+    ),
+    transcribe: bool = typer.Option(False, "--transcribe", help="Same as --rolls transcribe: notes of audio without MIDI."),
     force: bool = typer.Option(False, "--force", help="Rebuild a cache made with another preset, or a corrupt one."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Cut a folder of audio into preset-sized clips and cache their normalised log-mels (train / held-out by source file).
+
+    With MIDI files beside the audio (as `pdd-data corpus` writes them) every clip also gets its piano roll, the notes
+    the renderer learns to play; --transcribe derives them from the audio with basic-pitch instead.
 
     Example: pdd-data prepare ~/music --out data/cache-paper --preset paper --hop 4.5
     """
@@ -122,7 +163,7 @@ def prepare(
     config = get_preset(preset)
     kept = heldout_sources_of(heldout_from) if heldout_from is not None else ()
     params = PrepareParams(hop_seconds=hop, silence_db=silence_db, heldout_fraction=heldout, seed=seed, dtype=dtype,
-                           heldout_sources=kept)
+                           heldout_sources=kept, rolls="transcribe" if transcribe else rolls)
     with _progress(transient=True) as progress:
         task = progress.add_task("reading", total=None, note="")
 

@@ -30,7 +30,10 @@ from pdd.runtime.errors import AudioError, ConfigError, PddError
 from pdd.runtime.fileio import ensure_writable_dir
 from pdd.runtime.mel import log_mel
 from pdd.runtime.untrusted import load_json, printable
+from pdd.runtime.roll import RollConfig
 from pdd.training.cache import DTYPES, INDEX_NAME, CacheError, CacheWriter, open_cache, read_index
+from pdd.training.clip_rolls import NoNotes, clip_rolls, file_notes, midi_beside, resolve_mode, roll_source_name
+from pdd.training.clip_rolls import check_mode as check_roll_mode
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".opus")
 CORPUS_MANIFEST = "corpus.json"
@@ -52,6 +55,7 @@ class PrepareParams:
     # Source files held out by name instead of by the seeded fraction: another cache's held-out split (--heldout-from), so
     # a cache built from more audio is scored against the same held-out pieces as the one it grows.
     heldout_sources: tuple[str, ...] = ()
+    rolls: str = "auto"  # training/clip_rolls.py: piano rolls from the MIDI beside each file, a transcription, or none
 
     def validate(self) -> None:
         if len(self.heldout_sources) > MAX_HELDOUT_SOURCES or not all(isinstance(n, str) for n in self.heldout_sources):
@@ -62,6 +66,7 @@ class PrepareParams:
             raise ConfigError(f"--heldout must be a fraction in [0, 1), got {self.heldout_fraction}")
         if not -200.0 <= self.silence_db <= 0.0:
             raise ConfigError(f"--silence-db must be in -200..0 dBFS, got {self.silence_db}")
+        check_roll_mode(self.rolls)
         if self.dtype not in DTYPES:
             raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
@@ -223,6 +228,10 @@ def input_fingerprint(files: list[Path], audio_dir: Path, config: AudioConfig, p
         except OSError:  # gone since listing: the read reports it; the fingerprint only has to differ
             size, mtime = -1, -1
         digest.update(f"{path.relative_to(audio_dir).as_posix()}\0{size}\0{mtime}\n".encode())
+        midi = midi_beside(path) if params.rolls != "none" else None
+        if midi is not None:  # new or edited notes rebuild the cache as new audio does
+            info = midi.stat()
+            digest.update(f"midi\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -315,13 +324,15 @@ def prepare_cache(
                            notes=notes, skipped_files=list(skipped))
     report.splits = {split: {"files": 0, "clips": 0, "hours": 0.0} for split in ("train", "heldout")}
     hop = params.hop_samples(config)
-    with CacheWriter(out, config, dtype=params.dtype) as writer:
+    roll_mode = resolve_mode(params.rolls, files)
+    rolls = RollConfig.for_audio(config) if roll_mode != "none" else None
+    with CacheWriter(out, config, dtype=params.dtype, rolls=rolls, roll_source=roll_source_name(roll_mode)) as writer:
         for split in ("train", "heldout"):
             writer.open_split(split)
         for position, (path, name) in enumerate(zip(files, names)):
             if on_progress:
                 on_progress(position, len(files), name)
-            kept = _ingest_file(path, name, assignment[name], config, hop, params.silence_db, writer, report)
+            kept = _ingest_file(path, name, assignment[name], config, hop, params.silence_db, writer, report, roll_mode)
             if kept:
                 report.splits[assignment[name]]["files"] += 1
         if on_progress:
@@ -348,7 +359,7 @@ def prepare_cache(
 
 def _ingest_file(
     path: Path, name: str, split: str, config: AudioConfig, hop: int, silence_db: float,
-    writer: CacheWriter, report: PrepareReport,
+    writer: CacheWriter, report: PrepareReport, roll_mode: str = "none",
 ) -> int:  # fmt: skip
     """Read one file into the writer; on any problem record it in the report and return 0. Returns clips kept."""
     try:
@@ -370,6 +381,13 @@ def _ingest_file(
             {"file": name, "reason": f"shorter than one clip ({seconds:.2f} s < {config.clip_seconds:.2f} s)"}
         )
         return 0
+    notes = None
+    if writer.rolls is not None:
+        try:
+            notes = file_notes(path, wave, config, roll_mode)
+        except NoNotes as exc:
+            report.skipped_files.append({"file": name, "reason": str(exc)})
+            return 0
     starts = np.arange(0, wave.shape[0] - config.clip_samples + 1, hop, dtype=np.int64)
     windows = np.lib.stride_tricks.sliding_window_view(wave, config.clip_samples)
     kept = 0
@@ -379,7 +397,8 @@ def _ingest_file(
         loud = clip_rms_db(clips) >= silence_db
         report.clips_dropped["silent"] += int(np.count_nonzero(~loud))
         if np.any(loud):
-            writer.add(split, log_mel(clips[loud], config), name, batch_starts[loud])
+            rolls = None if notes is None else clip_rolls(notes, batch_starts[loud], config, writer.rolls)
+            writer.add(split, log_mel(clips[loud], config), name, batch_starts[loud], rolls)
             kept += int(np.count_nonzero(loud))
     if kept == 0:
         report.skipped_files.append({"file": name, "reason": f"every clip is below the silence threshold ({silence_db:g} dBFS)"})

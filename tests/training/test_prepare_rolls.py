@@ -1,0 +1,92 @@
+"""`pdd-data prepare` with piano rolls: a roll per clip from the MIDI beside each audio file, cut at the clip's offset;
+files without MIDI skipped under --rolls midi; the roll shards checked like the mel shards; the modes on the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pdd.runtime.config import get_preset
+from pdd.runtime.errors import ConfigError
+from pdd.runtime.midi import write_midi
+from pdd.runtime.roll import ONSET, RollConfig, notes_to_roll
+from pdd.training.cache import CacheError, open_cache
+from pdd.training.prepare import PrepareParams, prepare_cache
+from pdd.training.synthetic_notes import render_notes, scale_notes
+
+TINY = get_preset("tiny")
+
+
+def _piece(folder, name, seconds, seed, midi=True):
+    notes = scale_notes(seconds, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(str(folder / f"{name}.wav"), render_notes(notes, TINY.sample_rate, seconds), TINY.sample_rate)
+    if midi:
+        write_midi(folder / f"{name}.mid", notes)
+    return notes
+
+
+def test_rolls_follow_the_midi_beside_each_file_at_each_clips_offset(tmp_path):
+    music = tmp_path / "music"
+    notes = {f"p{i}.wav": _piece(music, f"p{i}", 3.0 * TINY.clip_seconds, seed=i) for i in range(4)}
+    prepare_cache(music, tmp_path / "cache", TINY, PrepareParams(heldout_fraction=0.25, silence_db=-80))
+    cache = open_cache(tmp_path / "cache")
+    assert cache.has_rolls and cache.roll_source == "midi" and cache.roll_config == RollConfig.for_audio(TINY)
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert index["roll"]["config"]["frames"] == TINY.frames
+    for split in ("train", "heldout"):
+        rolls, sources, offsets = cache.rolls(split), cache.sources(split), cache.offsets(split)
+        assert rolls.shape == (cache.num_clips(split), *cache.roll_config.shape) and rolls.dtype == np.uint8
+        for roll, source, offset in zip(rolls, sources, offsets):
+            expected = notes_to_roll(notes[source], cache.roll_config, start=offset / TINY.sample_rate)
+            np.testing.assert_array_equal(roll, expected.astype(np.uint8))
+            assert roll[ONSET].sum() > 0
+
+
+def test_rolls_midi_skips_files_without_midi_and_none_keeps_no_rolls(tmp_path):
+    music = tmp_path / "music"
+    for i in range(3):
+        _piece(music, f"p{i}", 2.0 * TINY.clip_seconds, seed=i, midi=i != 1)
+    report = prepare_cache(music, tmp_path / "cache", TINY, PrepareParams(heldout_fraction=0.0, silence_db=-80, rolls="midi"))
+    assert [s["file"] for s in report.skipped_files] == ["p1.wav"]
+    assert "no MIDI file beside it" in report.skipped_files[0]["reason"]
+    plain = prepare_cache(music, tmp_path / "plain", TINY, PrepareParams(heldout_fraction=0.0, silence_db=-80, rolls="none"))
+    assert not plain.skipped_files and not open_cache(tmp_path / "plain").has_rolls
+    with pytest.raises(CacheError, match="no piano rolls"):
+        open_cache(tmp_path / "plain").rolls("train")
+    with pytest.raises(ConfigError, match="--rolls"):
+        PrepareParams(rolls="sometimes").validate()
+
+
+def test_a_damaged_roll_shard_or_index_is_refused(tmp_path):
+    music = tmp_path / "music"
+    _piece(music, "p0", 2.0 * TINY.clip_seconds, seed=0)
+    prepare_cache(music, tmp_path / "cache", TINY, PrepareParams(heldout_fraction=0.0, silence_db=-80))
+    shard = next((tmp_path / "cache").glob("train-*.roll.bin"))
+    shard.write_bytes(shard.read_bytes()[:-1])
+    with pytest.raises(CacheError, match="roll.bin has"):
+        open_cache(tmp_path / "cache")
+    index_path = tmp_path / "cache" / "index.json"
+    index = json.loads(index_path.read_text())
+    index["splits"]["train"]["roll_file"] = "../../etc/passwd"
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(CacheError):
+        open_cache(tmp_path / "cache")
+    index["splits"]["train"]["roll_file"] = shard.name
+    index["roll"]["source"] = "guesswork"
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(CacheError, match="corrupt"):
+        open_cache(tmp_path / "cache")
+
+
+def test_editing_the_midi_rebuilds_the_cache(tmp_path):
+    music = tmp_path / "music"
+    _piece(music, "p0", 2.0 * TINY.clip_seconds, seed=0)
+    params = PrepareParams(heldout_fraction=0.0, silence_db=-80)
+    prepare_cache(music, tmp_path / "cache", TINY, params)
+    assert prepare_cache(music, tmp_path / "cache", TINY, params).up_to_date
+    write_midi(music / "p0.mid", scale_notes(2.0 * TINY.clip_seconds, seed=5), overwrite=True)
+    assert not prepare_cache(music, tmp_path / "cache", TINY, params).up_to_date
