@@ -54,7 +54,7 @@ def run(
     seed: int = typer.Option(0, "--seed", help="Noise seed (numpy Generator); clip i of a seed is the same on every backend."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Clips per model call (default min(n, 4))."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the bundle's; loop mode: a divisor of it)."),
-    mode: str = typer.Option("sampler", "--mode", help="sampler (one fused call) | loop (denoiser per step) | auto."),
+    mode: str = typer.Option("sampler", "--mode", help="sampler (one fused call) | loop (denoiser per step) | auto (sampler at the bundle's steps, else loop)."),
     backend: str = typer.Option("auto", "--backend", help="auto | ort (onnxruntime) | trt (native TensorRT)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (where the ort backend runs)."),
     vocoder: str = typer.Option("auto", "--vocoder", help="auto (the bundle's default) | neural (learned vocoder) | gl (Griffin-Lim) | graph | numpy (Griffin-Lim graph / numpy)."),

@@ -39,7 +39,7 @@ Examples:
 
   pdd-serve                                      # the shipped engine on http://127.0.0.1:8000
 
-  pdd-serve --engine engines/small-8 --port 9000 --max-batch 8 --max-wait-ms 30
+  pdd-serve --engine engines/small-piano --port 9000 --max-batch 8 --max-wait-ms 30
 
   curl -s -X POST localhost:8000/api/generate -H 'Content-Type: application/json' -d '{"seed": 7}' -o seed7.wav
 

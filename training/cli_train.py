@@ -24,7 +24,7 @@ start over with --force.
 
   pdd-train --data data/cache-tiny --preset tiny --out runs/t --steps 200 --batch-size 8 --preview-every 100
 
-  pdd-train --data data/cache-paper --arch unet2d --out runs/ablation-2d      (the seed's ablations: docs/ablations.md)
+  pdd-train --data data/cache-paper --arch unet2d --out runs/ablation-2d      # ablations: docs/ablations.md
 
   pdd-train --data data/cache-paper --pack reshape --weighting min-snr --top-width 128 --out runs/ablation-x
 

@@ -162,6 +162,15 @@ def test_hash_mismatch(tiny_bundle_copy: Path, tmp_path: Path) -> None:
     assert_user_error(pdd_run("--engine", tiny_bundle_copy, "--out", tmp_path / "o"), "golden.npz does not match its sha256")
 
 
+def test_mode_auto_runs_the_loop_for_other_step_counts(tiny_bundle_dir: Path, tmp_path: Path) -> None:
+    for steps, mode in ((2, "loop"), (4, "sampler")):
+        out = tmp_path / str(steps)
+        result = pdd_run("--engine", tiny_bundle_dir, "-n", 1, "--mode", "auto", "--steps", steps, "--out", out)
+        assert result.exit_code == 0, result.output
+        meta = json.loads((out / "pdd-0-0.json").read_text())
+        assert (meta["mode"], meta["steps"]) == (mode, steps)
+
+
 def test_steps_not_in_the_grid(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     result = pdd_run("--engine", tiny_bundle_dir, "--mode", "loop", "--steps", 3, "--out", tmp_path / "o")
     assert_user_error(result, "--steps 3 is not on this bundle's 4-step grid", "1, 2, 4")
