@@ -1,10 +1,12 @@
 """Audio I/O: mono/resampling on real formats, safe writes, and one clear error per bad file."""
 
+import io
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from pdd.runtime.audio import load_audio, resample, write_audio
+from pdd.runtime.audio import encode_audio, load_audio, resample, write_audio
 from pdd.runtime.errors import AudioError
 
 
@@ -71,6 +73,27 @@ def test_write_errors(tmp_path):
     with pytest.raises(AudioError, match="NaN"):
         write_audio(tmp_path / "nan.wav", np.array([0.0, np.nan], np.float32), 22050)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("fmt,subtype", [("wav", "pcm16"), ("wav", "float"), ("flac", "pcm16")])
+def test_encoded_bytes_are_the_written_file(tmp_path, fmt, subtype):
+    wave = (1.3 * np.sin(np.arange(4000) / 7.0)).astype(np.float32)  # over full scale: pcm16 clips, float keeps it
+    encoded = encode_audio(wave, 16000, fmt, subtype=subtype)
+    assert encoded == write_audio(tmp_path / f"a.{fmt}", wave, 16000, subtype=subtype).read_bytes()
+    decoded, rate = sf.read(io.BytesIO(encoded), dtype="float32")
+    assert rate == 16000 and decoded.shape == wave.shape
+    assert np.abs(decoded).max() == pytest.approx(1.3 if subtype == "float" else 1.0, abs=1e-4)
+
+
+def test_encode_errors_are_one_line():
+    for args, kwargs, message in [
+        (("mp3",), {}, "unsupported output format 'mp3'"), (("flac",), {"subtype": "float"}, "FLAC stores integer"),
+        (("wav",), {"subtype": "pcm24"}, "unknown sample format"),
+    ]:
+        with pytest.raises(AudioError, match=message):
+            encode_audio(np.zeros(10, np.float32), 16000, *args, **kwargs)
+    with pytest.raises(AudioError, match="NaN/inf"):
+        encode_audio(np.array([0.0, np.inf], np.float32), 16000)
 
 
 def test_resample_identity_and_too_short():
