@@ -16,21 +16,13 @@ from pdd.runtime.bundle import load_bundle
 from pdd.runtime.cli_bench import app
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.sampler import SamplerSettings
+from tests.support.cli import error_line
 
 runner = CliRunner()
 
 
 def pdd_bench(*args: object):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def check_stats(stats: dict, n: int | None = None) -> None:
@@ -188,7 +180,7 @@ def test_cli_writes_json_markdown_and_plot(tiny_bundle_dir: Path, tmp_path: Path
     assert out["markdown"].read_text().startswith("# pdd-bench: ")
     assert out["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # nothing a user made is overwritten without --overwrite, and the refusal comes before any measuring
-    assert_user_error(pdd_bench(*args, "--json", out["json"]), "already exists", "--overwrite")
+    error_line(pdd_bench(*args, "--json", out["json"]), "already exists", "--overwrite")
     assert pdd_bench(*args, "--json", out["json"], "--overwrite").exit_code == 0
 
 
@@ -216,10 +208,10 @@ def test_help_has_a_real_example() -> None:
 )
 def test_bad_inputs_are_one_line_errors(tiny_bundle_dir: Path, args: list[str], fragments: list[str]) -> None:
     result = pdd_bench("--engine", tiny_bundle_dir, "--device", "cpu", "--runs", 1, "--warmup", 0, "--cold-runs", 0, *args)
-    assert_user_error(result, *fragments)
+    error_line(result, *fragments)
 
 
 def test_bad_paths_are_one_line_errors(tiny_bundle_dir: Path, tmp_path: Path) -> None:
-    assert_user_error(pdd_bench("--engine", tmp_path / "nope"), "does not exist")
-    assert_user_error(pdd_bench("--engine", tiny_bundle_dir, "--json", tmp_path / "missing" / "r.json"), "does not exist")
-    assert_user_error(pdd_bench("--engine", tiny_bundle_dir, "--markdown", tmp_path), "is a folder")
+    error_line(pdd_bench("--engine", tmp_path / "nope"), "does not exist")
+    error_line(pdd_bench("--engine", tiny_bundle_dir, "--json", tmp_path / "missing" / "r.json"), "does not exist")
+    error_line(pdd_bench("--engine", tiny_bundle_dir, "--markdown", tmp_path), "is a folder")

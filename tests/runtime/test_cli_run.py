@@ -1,4 +1,4 @@
-"""`pdd-run` end to end on the tiny bundle, and every bad input of the issue: one `error:` line, exit ≠ 0, no traceback."""
+"""`pdd-run` end to end on the tiny bundle, and its bad inputs: one `error:` line, exit 2, no traceback."""
 
 from __future__ import annotations
 
@@ -17,22 +17,13 @@ from pdd.runtime.bundle import MANIFEST_NAME, load_bundle, write_manifest
 from pdd.runtime.cli_run import app
 from pdd.runtime.errors import BundleError
 from pdd.runtime.engine import default_engine_dir
+from tests.support.cli import error_line
 
 runner = CliRunner()
 
 
 def pdd_run(*args: object) -> "object":
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_help_has_a_real_example() -> None:
@@ -86,9 +77,9 @@ def test_seamless_joins_consecutive_clips_with_a_crossfade(tiny_bundle_dir: Path
     np.testing.assert_allclose(wave[clip: 2 * clip - 2 * overlap], parts[1][overlap: clip - overlap], atol=1e-5)
     meta = json.loads((joined / "pdd-0-0.json").read_text())
     assert (meta["clips"], meta["crossfade_s"]) == (3, 0.1)
-    assert_user_error(pdd_run("--engine", tiny_bundle_dir, "--seamless", 0, "--out", tmp_path / "x"), "--seamless must be >= 1")
+    error_line(pdd_run("--engine", tiny_bundle_dir, "--seamless", 0, "--out", tmp_path / "x"), "--seamless must be >= 1")
     result = pdd_run("--engine", tiny_bundle_dir, "--seamless", 2, "--crossfade", 5, "--out", tmp_path / "x")
-    assert_user_error(result, "--crossfade must be in [0, 0.76)")
+    error_line(result, "--crossfade must be in [0, 0.76)")
 
 
 def test_crossfade_is_equal_power() -> None:
@@ -108,13 +99,13 @@ def test_flac_plot_and_overwrite(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     assert sf.info(str(out / "pdd-0-0.flac")).format == "FLAC"
     assert (out / "pdd-0-0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = pdd_run("--engine", tiny_bundle_dir, "-n", 1, "--format", "flac", "--out", out)
-    assert_user_error(again, "pdd-0-0.flac already exists", "--overwrite")
+    error_line(again, "pdd-0-0.flac already exists", "--overwrite")
     assert pdd_run("--engine", tiny_bundle_dir, "-n", 1, "--format", "flac", "--out", out, "--overwrite").exit_code == 0
 
 
 def test_plot_without_matplotlib(tiny_bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    assert_user_error(pdd_run("--engine", tiny_bundle_dir, "--plot", "--out", tmp_path), "--plot needs matplotlib")
+    error_line(pdd_run("--engine", tiny_bundle_dir, "--plot", "--out", tmp_path), "--plot needs matplotlib")
 
 
 def test_verify_prints_max_errors(tiny_bundle_dir: Path) -> None:
@@ -137,29 +128,29 @@ def test_verify_fails_on_a_wrong_golden(tiny_bundle_copy: Path) -> None:
 
 
 def test_missing_engine_folder(tmp_path: Path) -> None:
-    assert_user_error(pdd_run("--engine", tmp_path / "nope", "--out", tmp_path), "does not exist")
+    error_line(pdd_run("--engine", tmp_path / "nope", "--out", tmp_path), "does not exist")
 
 
 def test_manifest_of_another_format_version(tiny_bundle_copy: Path, tmp_path: Path) -> None:
     manifest = json.loads((tiny_bundle_copy / MANIFEST_NAME).read_text())
     manifest["format"] = "pdd-engine/0"
     (tiny_bundle_copy / MANIFEST_NAME).write_text(json.dumps(manifest))
-    assert_user_error(pdd_run("--engine", tiny_bundle_copy, "--out", tmp_path / "o"), "'pdd-engine/0' is not supported")
+    error_line(pdd_run("--engine", tiny_bundle_copy, "--out", tmp_path / "o"), "'pdd-engine/0' is not supported")
 
 
 def test_truncated_onnx(tiny_bundle_copy: Path, tmp_path: Path) -> None:
     path = tiny_bundle_copy / "denoiser.onnx"
     path.write_bytes(path.read_bytes()[:100])
-    assert_user_error(pdd_run("--engine", tiny_bundle_copy, "--out", tmp_path / "o"), "denoiser.onnx does not match its sha256")
+    error_line(pdd_run("--engine", tiny_bundle_copy, "--out", tmp_path / "o"), "denoiser.onnx does not match its sha256")
     write_manifest(tiny_bundle_copy, json.loads((tiny_bundle_copy / MANIFEST_NAME).read_text()))
     result = pdd_run("--engine", tiny_bundle_copy, "--mode", "loop", "--out", tmp_path / "o")
-    assert_user_error(result, "denoiser.onnx: onnxruntime cannot load it", "pdd-export")
+    error_line(result, "denoiser.onnx: onnxruntime cannot load it", "pdd-export")
 
 
 def test_hash_mismatch(tiny_bundle_copy: Path, tmp_path: Path) -> None:
     with open(tiny_bundle_copy / "golden.npz", "ab") as handle:
         handle.write(b"extra")
-    assert_user_error(pdd_run("--engine", tiny_bundle_copy, "--out", tmp_path / "o"), "golden.npz does not match its sha256")
+    error_line(pdd_run("--engine", tiny_bundle_copy, "--out", tmp_path / "o"), "golden.npz does not match its sha256")
 
 
 def test_mode_auto_runs_the_loop_for_other_step_counts(tiny_bundle_dir: Path, tmp_path: Path) -> None:
@@ -173,10 +164,10 @@ def test_mode_auto_runs_the_loop_for_other_step_counts(tiny_bundle_dir: Path, tm
 
 def test_steps_not_in_the_grid(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     result = pdd_run("--engine", tiny_bundle_dir, "--mode", "loop", "--steps", 3, "--out", tmp_path / "o")
-    assert_user_error(result, "--steps 3 is not on this bundle's 4-step grid", "1, 2, 4")
+    error_line(result, "--steps 3 is not on this bundle's 4-step grid", "1, 2, 4")
     result = pdd_run("--engine", tiny_bundle_dir, "--steps", 2, "--out", tmp_path / "o")
-    assert_user_error(result, "runs exactly 4 steps; use --mode loop")
-    assert_user_error(pdd_run("--engine", tiny_bundle_dir, "--steps", 0, "--out", tmp_path / "o"), "--steps must be >= 1")
+    error_line(result, "runs exactly 4 steps; use --mode loop")
+    error_line(pdd_run("--engine", tiny_bundle_dir, "--steps", 0, "--out", tmp_path / "o"), "--steps must be >= 1")
     assert not list((tmp_path / "o").glob("*.wav"))
 
 
@@ -195,25 +186,25 @@ def test_steps_not_in_the_grid(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     ],
 )
 def test_bad_arguments(tiny_bundle_dir: Path, tmp_path: Path, args: tuple, message: str) -> None:
-    assert_user_error(pdd_run("--engine", tiny_bundle_dir, "--out", tmp_path / "o", *args), message)
+    error_line(pdd_run("--engine", tiny_bundle_dir, "--out", tmp_path / "o", *args), message)
 
 
 def test_unwritable_out(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert_user_error(pdd_run("--engine", tiny_bundle_dir, "--out", blocker / "sub"), "cannot use --out", "a file is in the way")
-    assert_user_error(pdd_run("--engine", tiny_bundle_dir, "--out", blocker), "cannot use --out")
+    error_line(pdd_run("--engine", tiny_bundle_dir, "--out", blocker / "sub"), "cannot use --out", "a file is in the way")
+    error_line(pdd_run("--engine", tiny_bundle_dir, "--out", blocker), "cannot use --out")
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        assert_user_error(pdd_run("--engine", tiny_bundle_dir, "--out", locked), "cannot write to --out")
+        error_line(pdd_run("--engine", tiny_bundle_dir, "--out", locked), "cannot write to --out")
 
 
 def test_existing_file_without_overwrite_is_kept(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "o"
     out.mkdir()
     (out / "pdd-0-2.json").write_text("mine")
-    assert_user_error(pdd_run("--engine", tiny_bundle_dir, "-n", 3, "--out", out), "pdd-0-2.json already exists")
+    error_line(pdd_run("--engine", tiny_bundle_dir, "-n", 3, "--out", out), "pdd-0-2.json already exists")
     assert (out / "pdd-0-2.json").read_text() == "mine"
     assert not list(out.glob("*.wav"))  # checked before any work
 
@@ -221,15 +212,15 @@ def test_existing_file_without_overwrite_is_kept(tiny_bundle_dir: Path, tmp_path
 def test_backend_not_installed(tiny_bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     result = pdd_run("--engine", tiny_bundle_dir, "--backend", "trt", "--out", tmp_path / "o")
-    assert_user_error(result, "needs TensorRT", "pip install 'pdd[trt]'")
-    assert_user_error(pdd_run("--engine", tiny_bundle_dir, "--verify", "--backend", "trt"), "needs TensorRT")
+    error_line(result, "needs TensorRT", "pip install 'pdd[trt]'")
+    error_line(pdd_run("--engine", tiny_bundle_dir, "--verify", "--backend", "trt"), "needs TensorRT")
 
 
 def test_cuda_device_without_a_gpu_onnxruntime(tiny_bundle_dir: Path, tmp_path: Path) -> None:
     if "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers():
         pytest.skip("onnxruntime-gpu is installed")
     result = pdd_run("--engine", tiny_bundle_dir, "--device", "cuda", "--out", tmp_path / "o")
-    assert_user_error(result, "install onnxruntime-gpu")
+    error_line(result, "install onnxruntime-gpu")
 
 
 def test_default_engine_lookup(tmp_path: Path, tiny_bundle_dir: Path) -> None:
@@ -251,7 +242,7 @@ def test_without_engine_uses_the_shipped_default_or_says_there_is_none(tmp_path:
     try:
         shipped = default_engine_dir()
     except BundleError:
-        assert_user_error(result, "ships no default engine yet", "--engine")
+        error_line(result, "ships no default engine yet", "--engine")
     else:
         assert result.exit_code == 0, result.output
         assert json.loads((tmp_path / "o" / "pdd-0-0.json").read_text())["engine"]["path"] == str(shipped)

@@ -1,9 +1,9 @@
-"""Fixtures for the pdd-serve tests: the runtime tests' tiny bundle (one builder, loaded from tests/runtime/conftest.py
-by path, since test folders are not packages), services on it, and a free loopback port."""
+"""Fixtures for the pdd-serve tests: the shared tiny bundle (`tests.support.tiny_bundle`), services on it, and a free
+loopback port."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import socket
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -13,25 +13,13 @@ import pytest
 pytest.importorskip("fastapi", reason="pdd-serve needs the [serve] extra: pip install 'pdd[serve]'")
 
 from pdd.runtime.serve.service import ServeOptions, Service  # noqa: E402
-
-
-def load_by_path(path: Path, name: str) -> Any:
-    """A helper module of the test tree (not a package under --import-mode=importlib), imported from its file."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-HERE = Path(__file__).resolve().parent
-build_tiny_bundle = load_by_path(HERE.parent / "runtime" / "conftest.py", "pdd_tests_runtime_fixtures").build_tiny_bundle
+from tests.support.tiny_bundle import build_tiny_bundle  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def cdp() -> Any:
     """tests/serve/cdp.py: the Chrome DevTools Protocol client the browser test drives chromium with."""
-    return load_by_path(HERE / "cdp.py", "pdd_tests_cdp")
+    return importlib.import_module("tests.serve.cdp")
 
 
 @pytest.fixture(scope="session")
