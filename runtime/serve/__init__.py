@@ -1,6 +1,8 @@
 """`pdd-serve`: music over HTTP (ASGI, the `[serve]` extra, no torch).
 
-- `requests`: the JSON body of POST /api/generate → a checked `GenerateRequest` (or one `BadRequest` line).
+- `schema`: the JSON body of POST /api/generate → a checked `GenerateRequest` (or one `BadRequest` line).
+- `stages`: which `Sampler` runs a request (settings checked by the runtime's pure `resolve_settings`), and when a
+  batched model call may stand in for batch-1 calls without changing a bit.
 - `batcher`: a bounded queue that hands out groups of up to `max_batch` requests with the same sampling settings,
   waiting at most `max_wait` for a group to fill.
 - `service`: the engine behind the API: a sampler thread (noise → x̂0) and a vocoder thread (x̂0 → audio bytes) so one
