@@ -24,6 +24,7 @@ from pdd.runtime.audio import peak_guard as guard_peaks
 from pdd.runtime.backends import Backend, create_backend
 from pdd.runtime.bundle import Bundle, load_bundle
 from pdd.runtime.errors import BundleError, ConfigError
+from pdd.runtime.manifest import MAX_MANIFEST_STEPS
 from pdd.runtime.sampler import AUTO, NoiseStream, ResolvedSettings, Sampler, SamplerSettings, resolve_settings
 
 DEFAULT_BATCH = 4
@@ -31,8 +32,8 @@ DEFAULT_BATCH = 4
 MAX_CLIPS = 10_000  # files per run (each keeps a small result record until the summary)
 MAX_BATCH = 128  # clips per model call: (batch, n_freqs, frames) phase buffers are ~1.6 MB a clip for paper
 MAX_SEAMLESS = 256  # clips joined per file (≈ 38 min at 8.9 s a clip)
-MAX_STEPS = 1024
-MAX_GL_ITERS = 1000
+MAX_STEPS = MAX_MANIFEST_STEPS  # no manifest may record a finer grid, so no engine runs more steps
+MAX_GL_ITERS = 1000  # numpy Griffin-Lim iterations (32 is the default; 1000 is ~30× its cost)
 
 
 # -- where engines live -------------------------------------------------------------------------------------------------
