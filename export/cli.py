@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from pdd.runtime.cli_common import make_app, user_errors
+from pdd.runtime.errors import ConfigError
 from pdd.runtime.griffinlim import DEFAULT_ITERS
 from pdd.runtime.untrusted import is_inside, printable
 
@@ -38,6 +39,8 @@ Examples:
 
   pdd-export --from-bundle engines/small-8 --vocoder-ckpt runs/vocoder/vocoder.pt --out engines/small-8 --force
 
+  pdd-export --from-bundle engines/small-8 --out engines/small-8 --force      # today's Griffin-Lim graph, learned vocoder kept
+
 A student exports with its own step count only; a teacher with any count up to 1024 (above 64 the bundle has no fused sampler and pdd-run loops the denoiser). --trt builds TensorRT plans for the GPU of this machine (needs the tensorrt package); --triton writes a Triton Inference Server model repository (sampler, vocoder, and an ensemble noise → waveform).
 """
 
@@ -51,7 +54,8 @@ def export(
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps: a student's own count, or any count for a teacher."),
     vocoder_ckpt: Optional[Path] = typer.Option(None, "--vocoder-ckpt", help="Also ship the learned vocoder of this `pdd-vocoder train` checkpoint (the default back end then)."),
     vocoder_gate: Optional[str] = typer.Option(None, "--vocoder-gate", help="THRESHOLD,KNEE: the learned vocoder's silence gate (default: the one it was trained with)."),
-    from_bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Instead of --ckpt: rebuild the back end of this existing bundle (U-Net graphs copied)."),
+    from_bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Instead of --ckpt: rebuild the back end of this existing bundle (U-Net graphs copied; its learned vocoder kept unless --vocoder-ckpt replaces it)."),
+    drop_vocoder: bool = typer.Option(False, "--drop-vocoder", help="With --from-bundle: leave the source's learned vocoder out (Griffin-Lim only)."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to create (e.g. engines/NAME)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out (and --triton) folder."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or fp16 weights with fp32 norms/softmax/vocoder."),
@@ -62,20 +66,23 @@ def export(
     eval_json: Optional[Path] = typer.Option(None, "--eval-json", help="pdd-eval JSON to record in the manifest's provenance."),
     name: Optional[str] = typer.Option(None, "--name", help="Bundle name in the manifest (default: the --out folder's name)."),
 ) -> None:
-    from pdd.export.bundle_writer import MAX_UNROLLED_STEPS, PRECISIONS, ExportError, ExportOptions, export_bundle, human_size
-
+    MAX_UNROLLED_STEPS, PRECISIONS, ExportError, ExportOptions, export_bundle, human_size = _export_imports()
     gate = parse_gate(vocoder_gate)
     if gate is not None and vocoder_ckpt is None:
         raise ExportError("--vocoder-gate sets the learned vocoder's gate; pass --vocoder-ckpt too")
     say = lambda message: print(f"pdd-export: {message}", file=sys.stderr, flush=True)  # noqa: E731
     if from_bundle is not None:
         if ckpt is not None or steps is not None or trt or triton is not None or precision != "fp32":
-            raise ExportError("--from-bundle rebuilds only the back end: it takes --vocoder-ckpt, --out, --force and --name")
+            raise ExportError("--from-bundle rebuilds only the back end: it takes --vocoder-ckpt, --drop-vocoder, --out, "
+                              "--force and --name")
         from pdd.export.bundle_upgrade import upgrade_bundle
 
         _print_report(upgrade_bundle(from_bundle, out, vocoder_ckpt, force=force, name=name, progress=say,
-                                     vocoder_gate=gate), human_size)
+                                     vocoder_gate=gate, drop_vocoder=drop_vocoder), human_size)
         return
+    if drop_vocoder:
+        raise ExportError("--drop-vocoder goes with --from-bundle (an export from --ckpt ships a learned vocoder only "
+                          "with --vocoder-ckpt)")
     if ckpt is None or steps is None:
         raise ExportError("pass --ckpt and --steps (or --from-bundle DIR to rebuild an existing bundle's back end)")
     if precision not in PRECISIONS:
@@ -104,10 +111,21 @@ def export(
         print(f"wrote Triton repository {printable(triton)} ({', '.join(names)})")
 
 
+def _export_imports() -> tuple[Any, ...]:
+    """The exporter, or one error line naming what to install: it needs PyTorch and onnx, which the runtime does not."""
+    try:
+        from pdd.export.bundle_writer import (MAX_UNROLLED_STEPS, PRECISIONS, ExportError, ExportOptions, export_bundle,
+                                              human_size)
+    except ImportError as exc:
+        missing = exc.name or "a package"
+        raise ConfigError(f"pdd-export needs the [export] and [train] extras ({printable(missing, 60)} is missing): "
+                          "pip install 'pdd[train,export]'") from None
+    return MAX_UNROLLED_STEPS, PRECISIONS, ExportError, ExportOptions, export_bundle, human_size
+
+
 def parse_gate(text: str | None) -> Any:
     """--vocoder-gate "THRESHOLD,KNEE" (normalised mel units) → SilenceGate, or None."""
     from pdd.export.bundle_writer import ExportError
-    from pdd.runtime.errors import ConfigError
     from pdd.runtime.silence import SilenceGate
 
     try:

@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.jsonconfig import JsonConfig
 
+MIN_KNEE = 1e-3  # normalised units (0.08 dB): far narrower than any gate measured, far wider than float32 rounding
+
 
 @dataclass(frozen=True)
 class SilenceGate(JsonConfig):
@@ -34,10 +36,14 @@ class SilenceGate(JsonConfig):
     def __post_init__(self) -> None:
         if not (isinstance(self.threshold, (int, float)) and isinstance(self.knee, (int, float))):
             raise ConfigError("silence gate threshold and knee must be numbers")
+        if any(isinstance(v, int) and abs(v) > 2 for v in (self.threshold, self.knee)):  # float() of a 400-digit int overflows
+            raise ConfigError("silence gate threshold and knee must be in [-1, 2], got an integer far outside")
         if not -1.0 <= float(self.threshold) < 1.0:
             raise ConfigError(f"silence gate threshold must be in [-1, 1), got {self.threshold}")
-        if not 0.0 < float(self.knee) <= 2.0:
-            raise ConfigError(f"silence gate knee must be in (0, 2], got {self.knee}")
+        if not MIN_KNEE <= float(self.knee) <= 2.0:
+            # A knee of 1e-300 passes "> 0", then 1/knee overflows to inf and inf·0 = NaN deep inside a decode.
+            raise ConfigError(f"silence gate knee must be in (0, 2] and at least {MIN_KNEE:g} (the gate's ramp divides "
+                              f"by it), got {self.knee}")
 
     @classmethod
     def parse(cls, text: str | None, option: str = "--vocoder-gate") -> "SilenceGate | None":

@@ -117,3 +117,23 @@ def test_many_clips_are_checked_by_one_folder_scan(bundle: Path, tmp_path: Path)
     guard = Guard(tmp_path)
     assert "pdd-0-9999.json already exists" in error_line(invoke(run_app, "--engine", bundle, "--out", out, "-n", 10_000))
     guard.unchanged()
+
+
+MISSING_EXTRAS: dict[str, str] = {"onnx (the [export] extra)": "onnx", "torch (the [train] extra)": "torch"}
+
+
+@pytest.mark.parametrize("case", list(MISSING_EXTRAS))
+def test_pdd_export_without_its_extras_is_one_error_line(case: str, tmp_path: Path) -> None:
+    """A runtime-only install (`pip install pdd[cpu]`) has neither onnx nor torch: pdd-export says what to install."""
+    import subprocess
+    import sys
+
+    blocked = MISSING_EXTRAS[case]
+    script = (f"import sys; sys.modules[{blocked!r}] = None\n"
+              "from pdd.export.cli import app\n"
+              f"app(['--ckpt', 'x.pt', '--steps', '2', '--out', {str(tmp_path / 'engine')!r}], prog_name='pdd-export')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
+    assert lines[0].startswith("error: pdd-export needs the [export] and [train] extras") and blocked in lines[0]
+    assert "pip install 'pdd[train,export]'" in lines[0] and not (tmp_path / "engine").exists()
