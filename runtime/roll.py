@@ -87,6 +87,12 @@ def sort_notes(notes: np.ndarray) -> np.ndarray:
     return notes[np.lexsort((notes["pitch"], notes["onset"]))]
 
 
+def nearest_frame(seconds: np.ndarray, frame_rate: float) -> np.ndarray:
+    """Frame index nearest to each time, halves rounded up: unlike round-half-to-even this is shift-invariant, so a clip
+    cut k frames later gets the same roll moved by exactly k frames."""
+    return np.floor(np.asarray(seconds, dtype=np.float64) * frame_rate + 0.5).astype(np.int64)
+
+
 def notes_to_roll(notes: np.ndarray, config: RollConfig, start: float = 0.0, frames: int | None = None) -> np.ndarray:
     """The (2, n_pitches, frames) roll of `notes` seen from `start` seconds on. Notes outside the piano range are dropped;
     a note that began before `start` but still sounds marks sustain without an onset."""
@@ -95,8 +101,8 @@ def notes_to_roll(notes: np.ndarray, config: RollConfig, start: float = 0.0, fra
     if notes.size == 0:
         return roll
     rows = notes["pitch"].astype(np.int64) - config.low_pitch
-    first = np.rint((notes["onset"] - start) * config.frame_rate).astype(np.int64)
-    last = np.maximum(np.rint((notes["offset"] - start) * config.frame_rate).astype(np.int64), first + 1)
+    first = nearest_frame(notes["onset"] - start, config.frame_rate)
+    last = np.maximum(nearest_frame(notes["offset"] - start, config.frame_rate), first + 1)
     keep = (rows >= 0) & (rows < config.n_pitches) & (last > 0) & (first < frames)
     for row, a, b in zip(rows[keep], first[keep], last[keep]):
         roll[SUSTAIN, row, max(a, 0) : min(b, frames)] = 1.0

@@ -49,6 +49,12 @@ def run(
     top_width: Optional[int] = typer.Option(
         None, "--top-width", help="Channels of the 1D U-Net's first level (0 = base width, default); e.g. 128 or 192."
     ),
+    condition: Optional[str] = typer.Option(
+        None, "--condition", help="A conditioned renderer: notes (the cache's piano rolls), context (known frames), "
+        "notes+context, or none (default: an unconditional teacher)."
+    ),
+    roll_dropout: Optional[float] = typer.Option(None, "--roll-dropout", help="Share of items trained without their notes [0.15]."),
+    context_prob: Optional[float] = typer.Option(None, "--context-prob", help="Share of items given known frames [0.5]."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total optimiser steps [default: 20000]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size [default: 16]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak AdamW learning rate [default: 2e-4]."),
@@ -90,7 +96,7 @@ def run(
         log_every=log_every, checkpoint_every=checkpoint_every, keep_every=keep_every, preview_every=preview_every,
         preview_clips=preview_clips, preview_steps=preview_steps, precision=precision, device=device, threads=threads,
         arch=arch, pack=pack if pack is not None or arch != "unet2d" or resume else "none", top_width=top_width,
-        min_snr_gamma=min_snr_gamma,
+        min_snr_gamma=min_snr_gamma, condition=condition, roll_dropout=roll_dropout, context_prob=context_prob,
     )
     launch(out, given, resume=resume, force=force, progress=not no_progress)
 

@@ -34,13 +34,15 @@ def arch_of(config: ModelConfig) -> str:
     return "unet2d" if isinstance(config, UNet2DConfig) else "unet1d"
 
 
-def model_config(arch: str, preset: str, audio: AudioConfig, top_channels: int = 0) -> ModelConfig:
-    """The `preset` of architecture `arch` sized for `audio` (its packed shape), checked against it."""
+def model_config(arch: str, preset: str, audio: AudioConfig, top_channels: int = 0, cond_channels: int = 0) -> ModelConfig:
+    """The `preset` of architecture `arch` sized for `audio` (its packed shape), checked against it; `cond_channels` for a
+    conditioned renderer (runtime/conditioning.py)."""
     if check_arch(arch) == "unet2d":
-        if top_channels:
-            raise ConfigError("--top-width widens the 1D U-Net's first level; the 2D U-Net has no such option")
+        if top_channels or cond_channels:
+            raise ConfigError("--top-width and --condition are options of the 1D U-Net; the 2D U-Net has neither")
         return unet2d_config(preset, audio)
-    return unet_config(preset, audio, **({"top_channels": top_channels} if top_channels else {}))
+    overrides = {key: value for key, value in (("top_channels", top_channels), ("cond_channels", cond_channels)) if value}
+    return unet_config(preset, audio, **overrides)
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:

@@ -45,6 +45,8 @@ from pdd.training.checkpoint import (
     make_checkpoint_state,
     save_checkpoint,
 )
+from pdd.runtime.conditioning import ConditionConfig
+from pdd.training.cond_data import ConditionDropout, ConditionedDataset
 from pdd.training.data import MelDataset
 from pdd.training.device import Dist, init_distributed, resolve_device, resolve_precision
 from pdd.training.diffusion import TIME_SAMPLINGS, WEIGHTINGS, preview, sample_times, v_loss
@@ -116,6 +118,10 @@ class TrainConfig(JsonConfig):
     pack: str = "snake"  # snake | reshape | none (runtime/pack.py; none = C = 1)
     top_width: int = 0  # width of the 1D U-Net's top level; 0 = base × mult[0]
     min_snr_gamma: float = 5.0  # γ of --weighting min-snr
+    # A conditioned renderer (training/cond_data.py): notes (piano rolls of the cache), context (known frames), or both.
+    condition: str = "none"
+    roll_dropout: float = 0.15  # of the notes: the same model is then the unconditional one (classifier-free guidance)
+    context_prob: float = 0.5  # items that get part of their own mel as known frames
 
     def __post_init__(self) -> None:
         self.validate()
@@ -133,6 +139,12 @@ class TrainConfig(JsonConfig):
             problems.append("the 2D U-Net sees the unpacked mel image: use --pack none with --arch unet2d")
         if not 0 <= self.top_width <= 4096 or (self.top_width and self.arch != "unet1d"):
             problems.append("top-width must be in 0..4096 (0 = off) and only applies to --arch unet1d")
+        if self.condition not in CONDITIONS:
+            problems.append(f"condition must be one of {', '.join(CONDITIONS)}")
+        elif self.condition != "none" and self.arch != "unet1d":
+            problems.append("--condition needs --arch unet1d")
+        if not (0.0 <= self.roll_dropout <= 1.0 and 0.0 <= self.context_prob <= 1.0):
+            problems.append("roll-dropout and context-prob must be in [0, 1]")
         if not (self.min_snr_gamma > 0 and math.isfinite(self.min_snr_gamma)):
             problems.append("min-snr-gamma must be a positive number")
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "preview_clips", "preview_steps"):
@@ -167,6 +179,14 @@ class TrainConfig(JsonConfig):
             problems.append("threads must be in 1..1024")
         if problems:
             raise ConfigError("invalid training settings: " + "; ".join(problems))
+
+
+CONDITIONS = ("none", "notes", "context", "notes+context")
+
+
+def condition_of(name: str) -> ConditionConfig | None:
+    """The condition config a --condition name asks for (None: an unconditional teacher)."""
+    return None if name == "none" else ConditionConfig(roll="notes" in name, context="context" in name)
 
 
 MAX_COUNTS = {"batch_size": 4096, "preview_clips": 64, "preview_steps": 1024, "steps": 10**9}
@@ -273,8 +293,13 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
 
     cache = open_cache(config.data)
     audio: AudioConfig = cache.config.with_pack_mode(config.pack)  # "snake" leaves the cache's preset as it is
-    model_config = build_model_config(config.arch, config.preset, audio, top_channels=config.top_width)
-    dataset = MelDataset(cache, split="train", random_shift=config.random_shift, audio=audio)
+    condition = condition_of(config.condition)
+    model_config = build_model_config(config.arch, config.preset, audio, top_channels=config.top_width,
+                                      cond_channels=condition.channels(audio) if condition else 0)  # fmt: skip
+    dataset: MelDataset = MelDataset(cache, split="train", random_shift=config.random_shift, audio=audio)
+    if condition is not None:
+        dataset = ConditionedDataset(cache, condition, split="train", random_shift=config.random_shift, audio=audio,
+                                     dropout=ConditionDropout(config.roll_dropout, config.context_prob))  # fmt: skip
     if len(dataset) == 0:
         raise ConfigError(f"{config.data} has no training clips")
 
@@ -350,6 +375,8 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
             info = CheckpointInfo(kind="teacher", audio=audio, model=model_config, steps=None,
                                   lineage=[dict(lineage_entry, train_step=step)], train_step=step)
             extra = {"train_config": config.to_dict(), "schedule": ScheduleConfig.teacher().to_dict(),
+                     "condition": condition.to_dict() if condition else None,
+                     "roll": cache.roll_config.to_dict() if condition and condition.roll and cache.roll_config else None,
                      "world_size": world.world,
                      "grad_scaler": scaler.state_dict() if scaler is not None else None}
             state = make_checkpoint_state(model, info, ema=ema, optimizer=optimizer, scheduler=scheduler,
@@ -387,13 +414,20 @@ def _train(config: TrainConfig, out: Path, world: Dist, device_name: str, device
             seed = step_seed(config.seed, step, world.rank)
             torch.manual_seed(seed)  # dropout and random shifts of this step, whatever ran before
             generator = torch.Generator().manual_seed(seed)
-            x0 = torch.stack([dataset[i] for i in plan.indices(step)]).to(device, non_blocking=True)
+            items = [dataset[i] for i in plan.indices(step)]
+            denoiser: Any = train_model
+            if condition is not None:
+                x0 = torch.stack([x for x, _ in items]).to(device, non_blocking=True)
+                cond = torch.stack([c for _, c in items]).to(device, non_blocking=True)
+                denoiser = lambda z, tt, cond=cond: train_model(z, tt, cond)  # noqa: E731 — v_loss calls model(z, t)
+            else:
+                x0 = torch.stack(items).to(device, non_blocking=True)
             t = sample_times(x0.shape[0], generator, config.time_sampling).to(device)
             noise = torch.randn(x0.shape, generator=generator).to(device)
 
             autocast = torch.autocast(device_kind, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
             with autocast:
-                loss = v_loss(train_model, x0, t, noise, config.weighting, config.min_snr_gamma)
+                loss = v_loss(denoiser, x0, t, noise, config.weighting, config.min_snr_gamma)
             loss_value = loss.detach().float()
             if world.enabled:
                 dist.all_reduce(loss_value)

@@ -110,6 +110,9 @@ class UNetConfig(LevelShape, JsonConfig):
     # Width of the top (full-resolution) level and of the input conv; 0 keeps base_channels × channel_mults[0]. The paper
     # preset packs 384 channels, which the default input conv narrows to 64: a wider top keeps more of them (the ablation).
     top_channels: int = 0
+    # Conditioning channels (runtime/conditioning.py: packed piano roll, known frames and their mask) added through a
+    # zero-initialised conv beside the input conv: 0 is the unconditional model, and a conditioned one starts as it.
+    cond_channels: int = 0
 
     def __post_init__(self) -> None:
         self._store_tuples()
@@ -132,14 +135,17 @@ class UNetConfig(LevelShape, JsonConfig):
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
-        if not data.get("top_channels"):
-            del data["top_channels"]  # configs without a wide top serialise exactly as before the field existed
+        for optional in ("top_channels", "cond_channels"):
+            if not data.get(optional):
+                del data[optional]  # configs without it serialise exactly as before the field existed
         return data
 
     def validate(self) -> None:
         problems = []
         if self.in_channels <= 0 or self.base_channels <= 0:
             problems.append("in_channels and base_channels must be positive")
+        if self.cond_channels < 0:
+            problems.append("cond_channels must be >= 0")
         if self.top_channels < 0:
             problems.append("top_channels must be >= 0 (0: base_channels × channel_mults[0])")
         problems += self.level_problems()
@@ -354,6 +360,10 @@ class UNet1D(nn.Module):
             nn.Linear(cfg.base_channels, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim)
         )
         self.input_conv = nn.Conv1d(cfg.in_channels, cfg.stem_channels, 3, padding=1)
+        if cfg.cond_channels:
+            self.cond_conv = nn.Conv1d(cfg.cond_channels, cfg.stem_channels, 3, padding=1)
+            nn.init.zeros_(self.cond_conv.weight)  # starts as the unconditional model (see UNetConfig.cond_channels)
+            nn.init.zeros_(self.cond_conv.bias)
 
         def attention_or_identity(level: int, channels: int) -> nn.Module:
             if level in cfg.attention_levels:
@@ -410,9 +420,17 @@ class UNet1D(nn.Module):
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
         return self.time_mlp(self.time_features(time_value(t, self.config.time_input)))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """v̂ for x (B, C·F, L) at times t (B,); `cond` (B, cond_channels, L) for a conditioned model (None: all zeros,
+        no notes and nothing known)."""
         emb = self.embed_time(t)
         h = self.input_conv(x)
+        if self.config.cond_channels:
+            if cond is None:
+                cond = x.new_zeros((x.shape[0], self.config.cond_channels, x.shape[2]))
+            h = h + self.cond_conv(cond)
+        elif cond is not None:
+            raise ValueError("this U-Net takes no condition (cond_channels is 0)")
         skips = [h]
         for index, level in enumerate(self.down_levels):
             for block, attn in zip(level.blocks, level.attentions):
