@@ -7,12 +7,15 @@ so a model is never fed mels of another shape or scale.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.pack import PACK_MODES, PACK_ORDERS
+from pdd.runtime.untrusted import printable
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,14 @@ class AudioConfig(JsonConfig):
         return (self.packed_channels, self.packed_length)
 
     # -- validation and serialisation ---------------------------------------------------------------------------
+    def type_problems(self) -> list[str]:
+        """Fields of the wrong JSON type (a string sample rate, a list for fmax), named one by one."""
+        return _type_problems(self)
+
     def validate(self) -> None:
+        type_problems = self.type_problems()
+        if type_problems:  # before any arithmetic: a preset read from a file may hold any JSON value
+            raise ConfigError(f"invalid audio preset {printable(repr(self.name), 60)}: " + "; ".join(type_problems))
         problems = []
         if self.sample_rate <= 0:
             problems.append("sample_rate must be positive")
@@ -116,6 +126,34 @@ class AudioConfig(JsonConfig):
             problems.append(f"pack_order must be one of {', '.join(PACK_ORDERS)}")
         if problems:
             raise ConfigError(f"invalid audio preset {self.name!r}: " + "; ".join(problems))
+
+
+_INT_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "frames", "pack_chunks")
+_FLOAT_FIELDS = ("fmin", "top_db")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _type_problems(config: "AudioConfig") -> list[str]:
+    problems = [] if isinstance(config.name, str) else ["name must be text"]
+    problems += [f"{key} must be an integer" for key in _INT_FIELDS if not _is_int(getattr(config, key))]
+    problems += [f"{key} must be a finite number" for key in _FLOAT_FIELDS if not _is_finite_number(getattr(config, key))]
+    if config.fmax is not None and not _is_finite_number(config.fmax):
+        problems.append("fmax must be a finite number or null")
+    if not isinstance(config.pack_order, str):
+        problems.append("pack_order must be text")
+    return problems
 
 
 PRESETS: dict[str, AudioConfig] = {

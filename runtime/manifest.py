@@ -113,14 +113,15 @@ class TensorSpec:
     def from_dict(cls, data: Any, where: str) -> "TensorSpec":
         if not isinstance(data, dict) or not {"name", "dtype", "shape"} <= set(data):
             raise BundleError(f"manifest {where}: each tensor needs name, dtype and shape; {REEXPORT}")
-        shape = tuple(data["shape"])
-        if not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
-            raise BundleError(f"manifest {where}.{data['name']}: shape entries must be ints or axis names; {REEXPORT}")
-        try:
-            np.dtype(data["dtype"])
-        except TypeError:
-            raise BundleError(f"manifest {where}.{data['name']}: unknown dtype {data['dtype']!r}; {REEXPORT}") from None
-        return cls(str(data["name"]), str(data["dtype"]), shape)
+        if not isinstance(data["name"], str) or not isinstance(data["dtype"], str) or not isinstance(data["shape"], list):
+            raise BundleError(f"manifest {where}: a tensor's name and dtype must be text and its shape a list; {REEXPORT}")
+        name = printable(data["name"], 40)
+        shape = tuple(data["shape"][: MAX_TENSOR_RANK + 1])  # a longer shape is refused by rank below
+        if len(data["shape"]) > MAX_TENSOR_RANK or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
+            raise BundleError(f"manifest {where}.{name}: shape entries must be at most {MAX_TENSOR_RANK} ints or axis names; {REEXPORT}")
+        if data["dtype"] not in ORT_DTYPES.values():
+            raise BundleError(f"manifest {where}.{name}: unknown dtype {printable(repr(data['dtype']), 40)}; {REEXPORT}")
+        return cls(data["name"], data["dtype"], shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
@@ -175,9 +176,10 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def referenced_files(manifest: dict[str, Any]) -> list[str]:
     """Relative paths of every file the manifest references (graphs, external data, golden), in a stable order."""
     names: list[str] = []
+    graphs = manifest.get("graphs")
     for graph in GRAPH_NAMES:
-        spec = (manifest.get("graphs") or {}).get(graph)
-        if spec and spec.get("file"):
+        spec = graphs.get(graph) if isinstance(graphs, dict) else None
+        if isinstance(spec, dict) and spec.get("file"):
             names.append(str(spec["file"]))
     if manifest.get("external_data"):
         names.append(str(manifest["external_data"]))
@@ -268,7 +270,9 @@ def _check_audio(manifest: dict[str, Any], path: Path) -> AudioConfig:
     try:
         audio = AudioConfig.from_dict(dict(manifest["audio"]))
     except (ConfigError, TypeError) as exc:
-        raise BundleError(f"{path}: audio preset in the manifest is invalid ({exc}); {REEXPORT}") from None
+        raise BundleError(f"{path}: audio preset in the manifest is invalid ({printable(exc, 300)}); {REEXPORT}") from None
+    if not isinstance(manifest.get("pack"), dict):
+        raise BundleError(f"{path}: manifest pack must be an object holding its chunks ({audio.pack_chunks}); {REEXPORT}")
     chunks = (manifest.get("pack") or {}).get("chunks")
     if chunks != audio.pack_chunks:
         raise BundleError(f"{path}: pack.chunks {chunks} disagrees with the audio preset ({audio.pack_chunks}); {REEXPORT}")
@@ -293,7 +297,7 @@ def _check_schedule(manifest: dict[str, Any], path: Path) -> tuple[ScheduleConfi
     for key in ("t", "alpha", "sigma"):
         try:
             values = np.asarray(sched[key], dtype=np.float64)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise BundleError(f"{path}: schedule.{key} is missing or not a list of numbers; {REEXPORT}") from None
         if values.shape != expected[key].shape or not np.allclose(values, expected[key], atol=SCHEDULE_TOLERANCE, rtol=0):
             raise BundleError(
@@ -320,6 +324,8 @@ def _parse_graphs(manifest: dict[str, Any], path: Path) -> dict[str, GraphSpec]:
         entry = raw[name]
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             raise BundleError(f"{path}: graphs.{name} needs a 'file'; {REEXPORT}")
+        if not all(isinstance(entry.get(kind, []), list) for kind in ("inputs", "outputs")):
+            raise BundleError(f"{path}: graphs.{name}.inputs and .outputs must be lists of tensors; {REEXPORT}")
         inputs = tuple(TensorSpec.from_dict(t, f"graphs.{name}.inputs") for t in entry.get("inputs", []))
         outputs = tuple(TensorSpec.from_dict(t, f"graphs.{name}.outputs") for t in entry.get("outputs", []))
         want_in, want_out = GRAPH_IO[name]

@@ -78,15 +78,33 @@ def is_inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> boo
 def bounded_int(value: Any, what: str, low: int, high: int, error: type[PddError] = PddError) -> int:
     """`value` if it is an int (not a bool) in [low, high]; else `error` naming `what` and the range."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise error(f"{what} must be an integer in [{low}, {high}], got {printable(repr(value), 60)}")
+        raise error(f"{what} must be an integer in [{low}, {high}], got {_shown(value)}")
     return value
 
 
 def bounded_float(value: Any, what: str, low: float, high: float, error: type[PddError] = PddError) -> float:
     """`value` as a float if it is a finite number in [low, high]; else `error` naming `what` and the range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
-        raise error(f"{what} must be a number in [{low:g}, {high:g}], got {printable(repr(value), 60)}")
-    return float(value)
+    number = _as_float(value)
+    if number is None or not low <= number <= high:
+        raise error(f"{what} must be a number in [{low:g}, {high:g}], got {_shown(value)}")
+    return number
+
+
+def _as_float(value: Any) -> float | None:
+    """`value` as a float if it is a JSON number that fits one (not a bool, not a 400-digit integer); else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: repr cut short, and never the 4,300-digit limit of int → str."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return "an integer of over 70 digits"
+    return printable(repr(value), 60)
 
 
 def check_audio_bounds(audio: Any, what: str, error: type[PddError] = PddError) -> None:
@@ -96,7 +114,7 @@ def check_audio_bounds(audio: Any, what: str, error: type[PddError] = PddError) 
     for key, high in AUDIO_BOUNDS.items():
         value = audio.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not value <= high:  # NaN fails too
-            raise error(f"{what}.{key} is {printable(repr(value), 40)}, over the limit of {high:g}")
+            raise error(f"{what}.{key} is {_shown(value)}, over the limit of {high:g}")
     frames, hop = audio.get("frames"), audio.get("hop_length")
     if isinstance(frames, int) and isinstance(hop, int) and frames * hop > MAX_CLIP_SAMPLES:
         raise error(f"{what}: a clip of {frames} frames × {hop} samples is over the limit of {MAX_CLIP_SAMPLES} samples")

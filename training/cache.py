@@ -37,6 +37,7 @@ CACHE_FORMAT = "pdd-melcache/1"
 INDEX_NAME = "index.json"
 SPLITS = ("train", "heldout")
 DTYPES = ("float16", "float32")
+MAX_CLIP_OFFSET = 1 << 40  # samples: days of audio at any rate, and far inside int64
 ROLL_SOURCES = ("midi", "transcription")
 
 
@@ -193,6 +194,10 @@ def read_index(index_path: Path) -> dict[str, Any]:
                 raise ValueError(f"split {name}: clip lists do not match the clip count")
             if not all(type(v) is int for v in (*info["clip_source"], *info["clip_offset"])):
                 raise ValueError(f"split {name}: clip sources and offsets must be integers")
+            if clips and not 0 <= min(info["clip_offset"]) <= max(info["clip_offset"]) < MAX_CLIP_OFFSET:
+                raise ValueError(f"split {name}: clip offset out of range")
+            if not isinstance(info["file"], str):
+                raise ValueError(f"split {name}: shard file name is not text")
             if clips and not 0 <= min(info["clip_source"]) <= max(info["clip_source"]) < n_sources:
                 raise ValueError(f"split {name}: source id out of range")
             if "roll" in index and not isinstance(info["roll_file"], str):

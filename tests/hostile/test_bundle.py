@@ -138,13 +138,27 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "sample_rate 1e12": (edit(lambda m: m["audio"].update(sample_rate=10**12)), "sample_rate"),
     "frames 1e9": (edit(lambda m: m["audio"].update(frames=10**9)), "frames"),
     "tensor dim 1e12": (edit(lambda m: m["graphs"]["sampler"]["inputs"][0].update(shape=["batch", 10**12, 1])), "has shape"),
-    "tensor rank 1000": (edit(lambda m: m["graphs"]["sampler"]["inputs"][0].update(shape=["batch"] * 1000)), "has shape"),
+    "tensor rank 1000": (edit(lambda m: m["graphs"]["sampler"]["inputs"][0].update(shape=["batch"] * 1000)), "at most 8"),
     "10 000 files entries": (edit(lambda m: m["files"].update({f"f{i}": "0" for i in range(10_000)})), "at most"),
     "manifest nested 100 000 deep": (deeply_nested, "nested too deeply"),
     "manifest invalid UTF-8": (invalid_utf8, "not valid JSON"),
     "manifest 80 MB": (huge_sparse_manifest, "over"),
     "manifest is a list": (lambda b: (b / MANIFEST_NAME).write_text("[1, 2]"), "not a JSON object"),
     "format is 1 MB of text": (edit(lambda m: m.update(format="x" * (1 << 20))), "not supported"),
+    # wrong JSON types where the loader reads a value (a sweep of mutated manifests found each of these)
+    "tensor shape is a number": (edit(lambda m: m["graphs"]["sampler"]["inputs"][0].update(shape=5)), "shape a list"),
+    "tensor dtype is a list": (edit(lambda m: m["graphs"]["sampler"]["inputs"][0].update(dtype=["float32"])), "text"),
+    "tensor dtype is not one a graph uses": (edit(lambda m: m["graphs"]["sampler"]["inputs"][0].update(dtype="V16")),
+                                             "unknown dtype"),
+    "graph inputs is null": (edit(lambda m: m["graphs"]["sampler"].update(inputs=None)), "must be lists"),
+    "audio.fmax is text": (edit(lambda m: m["audio"].update(fmax="../x")), "fmax must be a finite number"),
+    "audio.sample_rate is a float": (edit(lambda m: m["audio"].update(sample_rate=16000.5)), "must be an integer"),
+    "audio.fmin is a 400-digit integer": (edit(lambda m: m["audio"].update(fmin=10**400)), "over the limit"),
+    "schedule.t holds a 400-digit integer": (edit(lambda m: m["schedule"]["t"].__setitem__(0, 10**400)), "schedule.t"),
+    "gl_momentum is a 400-digit integer": (edit(lambda m: m["graphs"]["vocoder"].update(gl_momentum=10**400)),
+                                           "gl_momentum"),
+    "pack is a list": (edit(lambda m: m.update(pack=[3])), "pack must be an object"),
+    "silence gate knee 1e-300": (edit(lambda m: m["decode"]["silence_gate"].update(knee=1e-300)), "silence gate knee"),
 }
 
 
