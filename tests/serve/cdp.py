@@ -36,7 +36,7 @@ def find_browser() -> str | None:
 class Browser:
     """One headless browser process and one page target."""
 
-    def __init__(self, executable: str, width: int = 1000, height: int = 900) -> None:
+    def __init__(self, executable: str, width: int = 1000, height: int = 900, extra_args: tuple[str, ...] = ()) -> None:
         self.profile = tempfile.mkdtemp(prefix="pdd-chromium-")
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
@@ -49,7 +49,7 @@ class Browser:
 
         command = [executable, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run",
                    "--no-default-browser-check", "--mute-audio", "--hide-scrollbars", f"--user-data-dir={self.profile}",
-                   f"--window-size={width},{height}", "about:blank"]
+                   f"--window-size={width},{height}", *extra_args, "about:blank"]
         self.process = subprocess.Popen(command, preexec_fn=wire_fds, pass_fds=(CHILD_IN, CHILD_OUT),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         os.close(to_child_r)
