@@ -1,6 +1,7 @@
-"""Engines side by side on the same held-out reference: FD-BP, FD-mel and the busy/flat statistics (spectral flux,
+"""Engines side by side on the same held-out reference: FD-BP, KAD, FD-mel and the busy/flat statistics (spectral flux,
 silent-value fraction, per-band std, each also as a ratio to held-out real audio), through each engine's learned vocoder
-and through Griffin-Lim 32 behind the silence gate.
+and through Griffin-Lim 32 behind the silence gate; the structure metrics of Basic Pitch's transcriptions (× real) go to
+engine_structure.md beside the table.
 
 Every engine samples the same seeded noise (seeds 0..K-1, its fused sampler), so rows differ only by the model. This is
 the re-ship check of docs/ablations.md: a new default engine must beat the shipped one here, with the same back end.
@@ -26,6 +27,7 @@ from pdd.runtime.fileio import atomic_write_text, write_json_atomic
 from pdd.runtime.sampler import Sampler, SamplerSettings
 from pdd.training.cache import open_cache
 from pdd.training.heldout import held_out_scorer
+from pdd.training.structure import LABELS, METRICS
 
 # row label → backend_quality.decoders' name for the same back end
 BACK_ENDS = {"learned vocoder": "learned vocoder", "Griffin-Lim 32 + gate": "Griffin-Lim 32, silence gate"}
@@ -58,12 +60,26 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def markdown(rows: list[dict[str, Any]], k: int) -> str:
     lines = [f"K = {k} clips per row (noise seeds 0..{k - 1}); × real: the statistic over held-out real audio's.", "",
-             "| audio | FD-BP ↓ | FD-mel ↓ | flux dB (× real) | silent fraction (× real) | band std (× real) |",
-             "|---|---|---|---|---|---|"]
+             "| audio | FD-BP ↓ | KAD ↓ | FD-mel ↓ | flux dB (× real) | silent fraction (× real) | band std (× real) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = [f"{fmt(r[m])} ({fmt(r[m + '_x_real'], 2)}×)" if r[m + "_x_real"] is not None else fmt(r[m])
                  for m in RATIO_METRICS]
-        lines.append(f"| {r['row']} | {fmt(r['fd_bp'])} | {fmt(r['fd_mel'], 4)} | " + " | ".join(ratio) + " |")
+        lines.append(f"| {r['row']} | {fmt(r['fd_bp'])} | {fmt(r['kad'])} | {fmt(r['fd_mel'], 4)} | "
+                     + " | ".join(ratio) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def structure_markdown(rows: list[dict[str, Any]], k: int) -> str:
+    """The structure metrics of every row as 'value (× real)'; the real row is the held-out halves' floor."""
+    lines = [f"K = {k} clips per row; notes transcribed by Basic Pitch; × real: over the held-out reference half's; the "
+             "real row compares the two held-out halves (the floor).", "",
+             "| audio | " + " | ".join(LABELS[m] for m in METRICS) + " |", "|" + "---|" * (len(METRICS) + 1)]
+    for r in rows:
+        values, ratios = r["structure"] or {}, r["structure_x_real"] or {}
+        cells = [fmt(values.get(m)) if ratios.get(m) is None else f"{fmt(values.get(m))} ({fmt(ratios[m], 2)}×)"
+                 for m in METRICS]
+        lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -89,7 +105,9 @@ def main() -> None:
     write_json_atomic(args.out / "engine_quality.json", {"k": args.k, "rows": rows}, indent=2)
     table = markdown(rows, args.k)
     atomic_write_text(args.out / "engine_quality.md", table)
-    print(table)
+    structure = structure_markdown(rows, args.k)
+    atomic_write_text(args.out / "engine_structure.md", structure)
+    print(table + "\n" + structure)
 
 
 if __name__ == "__main__":

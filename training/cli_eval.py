@@ -15,17 +15,20 @@ from pdd.runtime.griffinlim import DEFAULT_ITERS
 from pdd.runtime.schedule import TEACHER_STEPS
 from pdd.training.evaluate import STANDARD_STEPS, EvalSettings
 
-HELP = f"""Score generated music against held-out real clips: FD-BP, FD-mel, spectral flux, teacher fidelity, time per clip.
+HELP = f"""Score generated music against held-out real clips: FD-BP, KAD, FD-mel, spectral flux, teacher fidelity, time per
+clip, and structure (note density, pitch-class entropy, key clarity, pulse clarity, top-voice stepwise motion, polyphony,
+pitch range of Basic Pitch's transcription, each as × real).
 
 Model mode (--teacher, --data, optionally --students): K clips per row from fixed seeded noise, teacher DDIM@N and student@N
 for every N in {{{', '.join(str(s) for s in STANDARD_STEPS)}}} that exists, plus a Griffin-Lim ceiling row (held-out real mels
 inverted with the same Griffin-Lim) and a real-vs-real row (two halves of the held-out clips, split by source file). Writes
 table.md, table.json, metrics_vs_steps.png, spectrograms.png and wavs/.
 
-Folder mode (--generated DIR --reference DIR): scores any folder of audio against another, e.g. other systems' outputs.
+Folder mode (--generated DIR --reference DIR): scores any folder of audio against another, e.g. other systems' outputs;
+with 4 or more reference files, a real-vs-real row scores half of them against the other half (the floor).
 
-FD-BP uses Basic Pitch's bundled ONNX model (install: pip install --no-deps basic-pitch==0.4.0; without it FD-BP is skipped
-with a note). It is not VGGish FAD: VGGish weights come from a model hub, which pdd never downloads.
+FD-BP, KAD and structure use Basic Pitch's bundled ONNX model (install: pip install --no-deps basic-pitch==0.4.0; without
+it they are skipped with a note). It is not VGGish FAD: VGGish weights come from a model hub, which pdd never downloads.
 
 [bold]Examples[/bold]
 

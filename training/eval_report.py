@@ -17,6 +17,7 @@ from pdd.runtime.audio import write_audio
 from pdd.runtime import fileio
 from pdd.runtime.fileio import claim_output_folder
 from pdd.runtime.plots import pyplot, save_figure
+from pdd.training.structure import LABELS, METRICS
 
 
 OUTPUT_FILES = ("table.md", "table.json", "metrics_vs_steps.png", "spectrograms.png")
@@ -40,6 +41,9 @@ class Row:
     vocoder_s_per_clip: float | None = None
     silent_fraction: float | None = None  # the "busy and flat" statistics (metrics.py), on the row's re-analysed audio
     band_std: float | None = None
+    kad: float | None = None  # unbiased MMD² on the FD-BP embeddings (metrics.kad)
+    structure: dict[str, float | None] | None = None  # structure.METRICS of the row's transcribed audio
+    structure_x_real: dict[str, float | None] | None = None  # the same, each as × the reference set's
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,14 +78,38 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if abs(value) < 100 else f"{value:.1f}"
 
 
+def structure_cell(value: float | None, ratio: float | None) -> str:
+    """'value (ratio×)', or the value alone when there is no ratio."""
+    return fmt(value) if ratio is None else f"{fmt(value)} ({fmt(ratio, 2)}×)"
+
+
+STRUCTURE_NOTE = ("structure: notes transcribed by Basic Pitch, each metric averaged over clips (whole recordings cut into "
+                  "clip-length windows) and given as × the reference set; the real rows are the floor — how far apart two "
+                  "sets of real music already are")
+
+
+def structure_table(rows: list[Row]) -> list[str]:
+    """The structure metrics of every row that has them, as a second Markdown table (empty without Basic Pitch)."""
+    scored = [r for r in rows if r.structure is not None]
+    if not scored:
+        return []
+    lines = ["", "| row | " + " | ".join(LABELS[m] for m in METRICS) + " |", "|" + "---|" * (len(METRICS) + 1)]
+    for r in scored:
+        ratios = r.structure_x_real or {}
+        lines.append(f"| {r.name} | " + " | ".join(structure_cell(r.structure.get(m), ratios.get(m)) for m in METRICS)
+                     + " |")
+    return lines
+
+
 def markdown_table(rows: list[Row], notes: list[str], title: str) -> str:
-    header = ("| row | N | FD-BP ↓ | FD-mel ↓ | flux mean (dB) | flux std (dB) | fidelity vs teacher (dB MAE) ↓ "
+    header = ("| row | N | FD-BP ↓ | KAD ↓ | FD-mel ↓ | flux mean (dB) | flux std (dB) | fidelity vs teacher (dB MAE) ↓ "
               "| sampling s/clip | Griffin-Lim s/clip |")
-    lines = [f"# {title}", "", header, "|" + "---|" * 9]
+    lines = [f"# {title}", "", header, "|" + "---|" * 10]
     for r in rows:
-        lines.append(f"| {r.name} | {r.steps if r.steps is not None else '—'} | {fmt(r.fd_bp)} | {fmt(r.fd_mel)} | "
-                     f"{fmt(r.flux_mean)} | {fmt(r.flux_std)} | {fmt(r.fidelity_db)} | {fmt(r.sample_s_per_clip, 4)} | "
-                     f"{fmt(r.vocoder_s_per_clip, 4)} |")
+        lines.append(f"| {r.name} | {r.steps if r.steps is not None else '—'} | {fmt(r.fd_bp)} | {fmt(r.kad, 4)} | "
+                     f"{fmt(r.fd_mel)} | {fmt(r.flux_mean)} | {fmt(r.flux_std)} | {fmt(r.fidelity_db)} | "
+                     f"{fmt(r.sample_s_per_clip, 4)} | {fmt(r.vocoder_s_per_clip, 4)} |")
+    lines.extend(structure_table(rows))
     lines.append("")
     lines.extend(f"- {note}" for note in notes)
     return "\n".join(lines) + "\n"

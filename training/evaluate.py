@@ -14,6 +14,10 @@ re-analysed with the project's front end and compared with the reference half of
 * FD-BP — Fréchet distance of Basic Pitch activation embeddings (`pdd.training.basic_pitch`; NOT VGGish FAD, whose weights come
   from a model hub we cannot reach — numbers are comparable within one table only); skipped with a note when basic-pitch is
   not installed;
+* KAD — unbiased MMD² (Gaussian kernel, median-heuristic bandwidth of the reference) on the same embeddings: FD is biased
+  upwards at a few hundred 72-d samples, KAD is not;
+* structure — note density, pitch-class entropy, key clarity, pulse clarity, top-voice stepwise motion, polyphony and pitch
+  range of Basic Pitch's transcription of the row's audio, each as × the reference (`pdd.training.structure`);
 * FD-mel — Fréchet distance of per-frame log-mel (dB) vectors; spectral flux mean/std (dB);
 * teacher fidelity — mel-dB MAE of the row's x̂0 against the teacher@1024 x̂0 from the same noise (model space, no vocoder);
 * wall time per clip — sampling (batched, divided by the batch) and Griffin-Lim separately.
@@ -42,6 +46,7 @@ from pdd.runtime.mel import log_mel
 from pdd.runtime.schedule import TEACHER_STEPS
 from pdd.runtime.silence import SilenceGate
 from pdd.training.eval_report import (
+    STRUCTURE_NOTE,
     Row,
     fmt,
     comparison_line,
@@ -61,6 +66,14 @@ STANDARD_STEPS = (TEACHER_STEPS, 256, 64, 32, 16, 8, 4, 2, 1)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 FAD_NOTE = ("FD-BP is a Fréchet distance of Basic Pitch embeddings, not VGGish FAD: VGGish weights are downloaded from a model "
             "hub, which pdd does not do; compare FD-BP values within this table only.")
+KAD_NOTE = ("KAD: unbiased MMD² of the same Basic Pitch embeddings, Gaussian kernel with the median pairwise distance of the "
+            "reference as bandwidth (one kernel for every row); its expectation is 0 for real music, so a row can be "
+            "slightly negative")
+
+
+def basic_pitch_notes(embedder: object | None, bp_note: str | None) -> list[str]:
+    """The table notes that say what FD-BP, KAD and the structure metrics are (or why they are missing)."""
+    return [FAD_NOTE, KAD_NOTE, STRUCTURE_NOTE] if embedder is not None else [bp_note or ""]
 
 
 @dataclass(frozen=True)
@@ -273,7 +286,7 @@ def evaluate_models(
         add_row(f"teacher DDPM@{settings.ddpm_steps}", "teacher-ddpm", settings.ddpm_steps, x0, seconds)
     missing = sorted(set(students) - set(settings.steps), reverse=True)
 
-    notes = [FAD_NOTE if embedder is not None else (bp_note or ""), held.audio_note,
+    notes = [*basic_pitch_notes(embedder, bp_note), held.audio_note,
              f"K = {settings.clips} clips per row from seeded noise (seed {settings.seed}), the same noise for every row; "
              f"reference half: {held.mels_b.shape[0]} held-out clips; real rows: {held.mels_a.shape[0]} other held-out clips",
              f"FD-mel and flux are computed on each row's audio re-analysed with the {audio.name!r} front end; fidelity is "
@@ -298,6 +311,14 @@ def evaluate_models(
 
 
 # -- any folders of audio -------------------------------------------------------------------------------------------------
+
+def reference_halves_row(ref_waves: list[np.ndarray], config: AudioConfig, embedder: Any | None) -> Row:
+    """Real vs real for a reference folder: files alternately (sorted by path) into two halves, the first scored against
+    the second. Alternating keeps a corpus sorted by composer balanced between the halves."""
+    half_a, half_b = ref_waves[0::2], ref_waves[1::2]
+    scorer = Scorer(config, [log_mel(w, config) for w in half_b], half_b, embedder)
+    return Row("real vs real (reference halves)", "reference", None, len(half_a), **scorer.score(half_a))
+
 
 def audio_files(folder: str | os.PathLike[str]) -> list[Path]:
     folder = Path(folder)
@@ -340,10 +361,17 @@ def evaluate_folders(generated: str | os.PathLike[str], reference: str | os.Path
     scorer = Scorer(config, [log_mel(w, config) for w in ref_waves], ref_waves, embedder)
     rows = [Row("generated", "generated", None, len(gen_waves), **scorer.score(gen_waves))]
     log(f"pdd-eval: {len(gen_waves)} generated vs {len(ref_waves)} reference files: FD-mel {fmt(rows[0].fd_mel)}, "
-        f"FD-BP {fmt(rows[0].fd_bp)}")
-    notes = [FAD_NOTE if embedder is not None else (bp_note or ""),
+        f"FD-BP {fmt(rows[0].fd_bp)}, KAD {fmt(rows[0].kad, 4)}")
+    notes = [*basic_pitch_notes(embedder, bp_note),
              f"generated: {generated} ({len(gen_waves)} files); reference: {reference} ({len(ref_waves)} files); "
              f"analysed with the {config.name!r} preset front end at {config.sample_rate} Hz"]
+    if len(ref_waves) >= 4:
+        rows.append(reference_halves_row(ref_waves, config, embedder))
+        notes.append(f"real vs real: reference files alternately in two halves ({rows[-1].clips} vs "
+                     f"{len(ref_waves) - rows[-1].clips} files), one scored against the other: the floor of every metric "
+                     f"(its distances use half the reference, so they sit a little above a perfect generator's)")
+    else:
+        notes.append("real vs real: needs at least 4 reference files, so there is no floor row")
     notes += [f"skipped: {s}" for s in gen_skipped + ref_skipped]
     write_tables(out, rows, notes, "Generated vs reference audio",
                  {"generated": str(generated), "reference": str(reference), "preset": config.to_dict()})

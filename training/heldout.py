@@ -1,6 +1,6 @@
 """The held-out reference sets pdd-eval scores against (split by source file, never training clips) and `Scorer`, which
-turns a set of waves into FD-mel, FD-BP, flux and the busy/flat statistics against them (docs/architecture.md, "Quality and
-the three floors")."""
+turns a set of waves into FD-mel, FD-BP, KAD, flux, the busy/flat statistics and the structure metrics against them
+(docs/architecture.md, "Quality and the three floors")."""
 
 from __future__ import annotations
 
@@ -18,16 +18,24 @@ from pdd.training.metrics import (
     GaussianStats,
     frechet_distance,
     band_std,
+    kad,
+    median_bandwidth,
     mel_frame_features,
     silent_fraction,
     spectral_flux,
 )
+from pdd.training.structure import clip_structure, set_structure, split_notes, structure_ratios
+
+# KAD's kernel matrices are (blocks × blocks): a seeded subsample of at most this many ~1-s blocks per side keeps a long
+# reference folder to a few tens of MB (K = 48 clips are ~430 blocks, so model tables use every block).
+KAD_MAX_BLOCKS = 2048
 
 
 # -- scoring audio against a reference set --------------------------------------------------------------------------------
 
 class Scorer:
-    """Holds the reference set's statistics; `score(waves)` gives FD-mel, FD-BP and flux of a set of waves against it."""
+    """Holds the reference set's statistics; `score(waves)` gives FD-mel, FD-BP, KAD, flux and the structure metrics of a
+    set of waves against it (the Basic Pitch ones only with an embedder)."""
 
     def __init__(self, config: AudioConfig, reference_mels: list[np.ndarray], reference_waves: list[np.ndarray],
                  embedder: Any | None) -> None:
@@ -35,24 +43,55 @@ class Scorer:
         self.embedder = embedder
         self.mel_stats = GaussianStats.from_features(_frame_features(reference_mels, config))
         self.bp_stats = None
+        self.structure: dict[str, float | None] | None = None
         if embedder is not None:
-            self.bp_stats = GaussianStats.from_features(embedder.embed_many(reference_waves, config.sample_rate))
+            feats, structure = self.analyse(reference_waves)
+            self.bp_stats = GaussianStats.from_features(feats)
+            self.kad_features = _subsample(feats)
+            self.kad_bandwidth = median_bandwidth(self.kad_features)  # one kernel for every row scored against this set
+            self.structure = structure
 
-    def score_mels(self, mels: list[np.ndarray], waves: list[np.ndarray] | None) -> dict[str, float | None]:
+    def analyse(self, waves: list[np.ndarray]) -> tuple[np.ndarray, dict[str, float | None]]:
+        """Basic Pitch embeddings (total blocks, dim) and the structure metrics of a set of waves, one forward pass each.
+        Waves longer than a clip (whole recordings in folder mode) are measured clip by clip."""
+        if not waves:
+            raise ConfigError("no clips to analyse")
+        rate = self.config.sample_rate
+        window = self.config.clip_samples / rate
+        blocks, clips = [], []
+        for wave in waves:
+            emb, notes = self.embedder.analyse(np.asarray(wave), rate)
+            blocks.append(emb)
+            clips += [clip_structure(part, length) for part, length in split_notes(notes, len(wave) / rate, window)]
+        return np.concatenate(blocks, axis=0), set_structure(clips)
+
+    def score_mels(self, mels: list[np.ndarray], waves: list[np.ndarray] | None) -> dict[str, Any]:
         flux = spectral_flux(mels, self.config)
-        result: dict[str, float | None] = {
+        result: dict[str, Any] = {
             "fd_mel": frechet_distance(GaussianStats.from_features(_frame_features(mels, self.config)), self.mel_stats),
-            "flux_mean": flux.mean, "flux_std": flux.std, "fd_bp": None,
+            "flux_mean": flux.mean, "flux_std": flux.std, "fd_bp": None, "kad": None,
             "silent_fraction": silent_fraction(mels, self.config), "band_std": band_std(mels, self.config),
+            "structure": None, "structure_x_real": None,
         }
         if self.embedder is not None and waves is not None:
-            feats = self.embedder.embed_many(waves, self.config.sample_rate)
+            feats, structure = self.analyse(waves)
             result["fd_bp"] = frechet_distance(GaussianStats.from_features(feats), self.bp_stats)
+            result["kad"] = kad(_subsample(feats), self.kad_features, self.kad_bandwidth)
+            result["structure"] = structure
+            result["structure_x_real"] = structure_ratios(structure, self.structure)
         return result
 
-    def score(self, waves: list[np.ndarray]) -> dict[str, float | None]:
+    def score(self, waves: list[np.ndarray]) -> dict[str, Any]:
         """Re-analyse waves with the project's front end, then score them."""
         return self.score_mels([log_mel(np.asarray(w, dtype=np.float32), self.config) for w in waves], waves)
+
+
+def _subsample(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """At most KAD_MAX_BLOCKS rows of a feature set, a seeded choice in original order (all of them when fewer)."""
+    if features.shape[0] <= KAD_MAX_BLOCKS:
+        return features
+    keep = np.sort(np.random.default_rng(seed).choice(features.shape[0], KAD_MAX_BLOCKS, replace=False))
+    return features[keep]
 
 
 def _frame_features(mels: list[np.ndarray], config: AudioConfig) -> np.ndarray:

@@ -35,7 +35,8 @@ def test_folder_mode_writes_a_table(folders, tmp_path: Path, one_error_line):
     result = invoke("--generated", gen, "--reference", ref, "--preset", "tiny", "--no-fd-bp", "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
     table = (tmp_path / "o" / "table.md").read_text()
-    assert "| generated |" in table and "FD-BP disabled" in table
+    assert "| generated |" in table and "FD-BP disabled" in table and "| KAD ↓ |" in table
+    assert "real vs real: needs at least 4 reference files" in table  # three here: no floor row, said so
     again = invoke("--generated", gen, "--reference", ref, "--preset", "tiny", "--no-fd-bp", "--out", tmp_path / "o")
     assert "--force" in one_error_line(again)
     forced = invoke("--generated", gen, "--reference", ref, "--preset", "tiny", "--no-fd-bp", "--out", tmp_path / "o",

@@ -46,6 +46,24 @@ def test_scorer_is_zero_on_its_own_reference_and_grows_for_other_music():
     assert same["fd_mel"] == pytest.approx(0.0, abs=1e-6) and same["fd_bp"] is None
     quieter = scorer.score([w * 0.1 for w in waves])  # −20 dB
     assert quieter["fd_mel"] > 100
+    assert same["kad"] is None and same["structure"] is None  # no Basic Pitch, no transcription
+
+
+@pytest.mark.skipif(not HAVE_BASIC_PITCH, reason="KAD and structure need basic-pitch")
+def test_scorer_with_basic_pitch_adds_kad_and_structure_against_its_reference():
+    from pdd.training.basic_pitch import BasicPitchEmbedder
+
+    waves = [synthetic_piece(TINY, 3.0, seed=s) for s in range(4)]
+    scorer = Scorer(TINY, [log_mel(w, TINY) for w in waves], waves, BasicPitchEmbedder(threads=1))
+    same = scorer.score(waves)
+    assert set(same["structure"]) == set(same["structure_x_real"]) and same["structure"]["note_density"] > 1
+    assert all(v == pytest.approx(1.0) for v in same["structure_x_real"].values() if v is not None)
+    assert same["kad"] < 0  # unbiased: a set against itself scores below zero
+    t = np.arange(int(3.0 * TINY.sample_rate)) / TINY.sample_rate
+    drone = [(0.3 * np.sin(2 * np.pi * 220 * (1 + 0.01 * s) * t)).astype(np.float32) for s in range(4)]
+    other = scorer.score(drone)  # one held tone per clip: no beat, no tune, almost no notes
+    assert other["kad"] > 0.01 and other["fd_bp"] > same["fd_bp"]
+    assert other["structure_x_real"]["note_density"] < 0.3
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +96,7 @@ def test_quality_table_has_every_row_and_its_files(models, tmp_path):
     for r in result.rows:
         assert r.fd_mel is not None and r.fd_mel >= 0 and r.flux_mean is not None
         assert (r.fd_bp is not None) == HAVE_BASIC_PITCH
+        assert (r.kad is not None) == HAVE_BASIC_PITCH and (r.structure is not None) == HAVE_BASIC_PITCH
     assert [c["steps"] for c in result.comparisons] == [2, 1]
     first = result.comparisons[0]
     assert first["reference_fd_mel"] == rows["teacher DDIM@4"].fd_mel
@@ -127,6 +146,8 @@ def test_folder_scoring_of_any_wavs(tmp_path):
     (gen / "broken.wav").write_text("not audio")
     result = evaluate_folders(gen, ref, tmp_path / "out", TINY, fd_bp=False, log=lambda _: None)
     assert result.rows[0].fd_mel == pytest.approx(0.0, abs=1e-6)  # the same music
+    assert [r.name for r in result.rows] == ["generated", "real vs real (reference halves)"]
+    assert result.rows[1].clips == 2 and result.rows[1].fd_mel > 0  # r0, r2 against r1, r3: different pieces
     assert any("broken.wav" in note for note in result.notes)  # skipped and named, not fatal
     assert "FD-BP disabled" in (tmp_path / "out" / "table.md").read_text()
 
