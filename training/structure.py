@@ -7,8 +7,8 @@ note lists — (n, ≥3) arrays of [onset_s, offset_s, midi_pitch, (velocity 0�
 
 * note density — notes per second;
 * pitch-class entropy — Shannon entropy (bits, 0 … log2 12 = 3.58) of the duration-weighted pitch-class histogram;
-* key clarity — the best of the 24 Krumhansl–Kessler key profiles' Pearson correlations with that histogram (Krumhansl
-  1990; the key-finding of Temperley's "Music and Probability");
+* key clarity — the best of the 24 Krumhansl–Kessler key profiles' Pearson correlations with that histogram (the
+  Krumhansl–Schmuckler key-finding algorithm, Krumhansl 1990);
 * pulse clarity — the highest normalised autocorrelation of the note-onset envelope at lags 0.25–1.5 s (40–240 BPM beats);
 * stepwise motion — the fraction of the top voice's moves of 1–2 semitones (the top voice: the notes that are the
   highest sounding note when they start);
@@ -16,7 +16,8 @@ note lists — (n, ≥3) arrays of [onset_s, offset_s, midi_pitch, (velocity 0�
 * pitch range — highest minus lowest pitch, in semitones.
 
 A set of clips is summarised by the mean of each metric over the clips where it is defined, and compared with a reference
-set as a ratio ("× real"). `note_f1` scores transcribed notes against the notes a renderer was asked to play.
+set as a ratio ("× real"). `note_f1` scores transcribed notes against the notes a renderer was asked to play (`note_f1_many`
+for a set of clips).
 """
 
 from __future__ import annotations
@@ -281,3 +282,21 @@ def note_f1(reference_notes: np.ndarray, estimated_notes: np.ndarray, onset_tol:
     recall = matched / ref.shape[0] if ref.shape[0] else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return NoteScores(float(precision), float(recall), float(f1), int(matched), int(ref.shape[0]), int(est.shape[0]))
+
+
+def note_f1_many(references: Sequence[np.ndarray], estimates: Sequence[np.ndarray],
+                 onset_tol: float = 0.05) -> NoteScores:
+    """`note_f1` over a set of clips, pooled: matches, reference and estimated notes summed over the clips before the
+    ratios, so a clip with two notes weighs less than one with two hundred (mir_eval's convention for a dataset is the
+    mean over pieces; pooling keeps near-empty clips from swinging a table row)."""
+    if len(references) != len(estimates):
+        raise ConfigError(f"{len(references)} reference note lists but {len(estimates)} estimated ones")
+    scores = [note_f1(r, e, onset_tol) for r, e in zip(references, estimates)]
+    matched = sum(s.matched for s in scores)
+    n_ref, n_est = sum(s.reference for s in scores), sum(s.estimated for s in scores)
+    if n_ref == 0 and n_est == 0:
+        return NoteScores(1.0, 1.0, 1.0, 0, 0, 0)
+    precision = matched / n_est if n_est else 0.0
+    recall = matched / n_ref if n_ref else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return NoteScores(float(precision), float(recall), float(f1), matched, n_ref, n_est)

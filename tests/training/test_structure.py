@@ -19,6 +19,7 @@ from pdd.training.structure import (
     clip_structure,
     key_clarity,
     note_f1,
+    note_f1_many,
     pitch_class_entropy,
     polyphony,
     pulse_clarity,
@@ -191,6 +192,16 @@ def test_note_f1_matching_is_maximal_and_empty_sides_are_defined():
     assert note_f1(ref, np.zeros((0, 3))).f1 == 0.0 and note_f1(np.zeros((0, 3)), est).precision == 0.0
     with pytest.raises(ConfigError, match="tolerance"):
         note_f1(ref, est, onset_tol=-1)
+
+
+def test_note_f1_over_many_clips_pools_the_counts():
+    ref = melody(C_MAJOR)
+    pooled = note_f1_many([ref, ref[:2]], [ref, np.zeros((0, 3))])
+    assert (pooled.matched, pooled.reference, pooled.estimated) == (8, 10, 8)
+    assert pooled.precision == 1.0 and pooled.recall == 0.8  # a mean over clips would say recall 0.5
+    assert note_f1_many([], []).f1 == 1.0
+    with pytest.raises(ConfigError, match="2 reference note lists but 1"):
+        note_f1_many([ref, ref], [ref])
 
 
 def test_the_table_shows_structure_as_times_real():
