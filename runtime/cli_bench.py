@@ -45,7 +45,7 @@ app = make_app(HELP)
 @app.command(help=HELP)
 @user_errors
 def bench(
-    engine: Optional[Path] = typer.Option(None, "--engine", "-e", help="Bundle folder (default: the one shipped with pdd)."),
+    engine: Optional[Path] = typer.Option(None, "--engine", "-e", help="Bundle folder, or the name of a shipped engine such as small-piano (default: the shipped default)."),
     backend: str = typer.Option("auto", "--backend", help="auto | ort (onnxruntime) | trt (native TensorRT)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (where the ort backend runs)."),
     mode: str = typer.Option("sampler", "--mode", help="sampler (one fused call) | loop (denoiser per step)."),

@@ -49,7 +49,7 @@ app = make_app(HELP)
 @app.command(help=HELP)
 @user_errors
 def run(
-    engine: Optional[Path] = typer.Option(None, "--engine", "-e", help="Bundle folder (default: the one shipped with pdd)."),
+    engine: Optional[Path] = typer.Option(None, "--engine", "-e", help="Bundle folder, or the name of a shipped engine such as small-piano (default: the shipped default)."),
     n: int = typer.Option(4, "-n", "--num", help="Number of clips."),
     seed: int = typer.Option(0, "--seed", help="Noise seed (numpy Generator); clip i of a seed is the same on every backend."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Clips per model call (default min(n, 4))."),
