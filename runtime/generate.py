@@ -131,15 +131,39 @@ def generate(
     if bundle is None:
         bundle = load_engine_bundle(options.engine)
     crossfade_samples(options.crossfade, options.seamless, bundle)
+    created = missing_folders(Path(options.out))
     prepare_out_dir(options)
-    with Engine.open(bundle, options.backend, options.device) as engine:
-        sampler = engine.prepare(options.n, options.seed, options.steps, options.vocoder, mode=options.mode,
-                                 gl_iters=options.gl_iters, batch_size=options.batch_size, seamless=options.seamless,
-                                 crossfade=options.crossfade)
-        setup_ms = (time.perf_counter() - started) * 1e3
-        clips = engine.clips(sampler, options.n, options.seed, seamless=options.seamless, crossfade=options.crossfade,
-                             peak_guard=options.subtype == "pcm16", progress=progress)
-        return [_write_clip(options, engine, sampler, clip, setup_ms) for clip in clips]
+    try:
+        with Engine.open(bundle, options.backend, options.device) as engine:
+            sampler = engine.prepare(options.n, options.seed, options.steps, options.vocoder, mode=options.mode,
+                                     gl_iters=options.gl_iters, batch_size=options.batch_size, seamless=options.seamless,
+                                     crossfade=options.crossfade)
+            setup_ms = (time.perf_counter() - started) * 1e3
+            clips = engine.clips(sampler, options.n, options.seed, seamless=options.seamless, crossfade=options.crossfade,
+                                 peak_guard=options.subtype == "pcm16", progress=progress)
+            return [_write_clip(options, engine, sampler, clip, setup_ms) for clip in clips]
+    except BaseException:
+        remove_empty(created)  # a refused run leaves no empty --out behind; a folder holding anything stays
+        raise
+
+
+def missing_folders(out: Path) -> list[Path]:
+    """`out` and each parent that does not exist yet, deepest first: what creating `out` would make."""
+    missing = []
+    for folder in (out, *out.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders this run created, deepest first, each only while it is empty (never anything in them)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _write_clip(options: RunOptions, engine: Engine, sampler: Sampler, clip: GeneratedClip, setup_ms: float) -> ClipResult:

@@ -23,7 +23,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -261,12 +261,25 @@ def build_model(info: CheckpointInfo, weights: dict[str, torch.Tensor], path: st
     if needed > MAX_MODEL_PARAMS:
         raise CheckpointError(f"{path}: the recorded model config needs {needed:,} parameters, over the limit of "
                               f"{MAX_MODEL_PARAMS:,}; not a pdd model")
-    model = build_denoiser(info.model)
+    model = allocate(lambda: build_denoiser(info.model), path, needed)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the recorded model config ({str(exc).splitlines()[0]})") from None
     return model
+
+
+def allocate(build: Callable[[], nn.Module], path: str | os.PathLike[str], params: int) -> nn.Module:
+    """`build()`, with an allocation failure (MemoryError, or torch's RuntimeError from its allocator) as one
+    CheckpointError: the bounds above keep honest files far from it, but a busy machine may still be short."""
+    try:
+        return build()
+    except MemoryError:
+        pass
+    except RuntimeError as exc:
+        if "alloc" not in str(exc).lower():
+            raise
+    raise CheckpointError(f"{path}: out of memory allocating a model of {params:,} parameters")
 
 
 def stored_values(weights: dict[str, torch.Tensor]) -> int:

@@ -29,7 +29,8 @@ from pdd.runtime.errors import AudioError, ConfigError, PddError
 from pdd.runtime.jsonconfig import JsonConfig
 from pdd.runtime.mel import log_mel
 from pdd.runtime.untrusted import bounded_int, is_inside, printable
-from pdd.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint, stored_values
+from pdd.training.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, allocate, load_checkpoint, save_checkpoint,
+                                     stored_values)
 from pdd.training.progress import Progress
 from pdd.training.repro import step_seed
 from pdd.training.runfolder import RunKind, append_log, plot_loss, prepare_resumable_run, truncate_log
@@ -238,8 +239,9 @@ def load_vocoder(path: str | os.PathLike[str], audio: AudioConfig | None = None)
     if audio is not None and info.audio != audio:
         raise CheckpointError(f"{path}: vocoder made for audio preset {info.audio.name!r} ({info.audio.sample_rate} Hz, "
                               f"{info.audio.n_mels} mels), the model needs {audio.name!r}")
-    check_weight_storage(path, state["model"], expected_params(info.audio, info.config))
-    model = MelVocoder(info.audio, info.config, info.gate)
+    params = expected_params(info.audio, info.config)
+    check_weight_storage(path, state["model"], params)
+    model = allocate(lambda: MelVocoder(info.audio, info.config, info.gate), path, params)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError) as exc:

@@ -77,17 +77,21 @@ async def read_body(request: Request, stopping: threading.Event | None = None) -
 
 
 async def _next_message(request: Request, deadline: float, stopping: threading.Event | None) -> dict[str, Any]:
-    """The next ASGI message of the request, waited for in short slices so a stopping server is noticed at once."""
-    while True:
-        if stopping is not None and stopping.is_set():
-            raise BadRequest("the server is stopping; the request body did not arrive in time", status=408)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise BadRequest(f"the request body did not arrive within {BODY_TIMEOUT_S:g} s", status=408)
-        try:
-            return await asyncio.wait_for(request.receive(), timeout=min(left, STOP_POLL_S))
-        except asyncio.TimeoutError:
-            continue
+    """The next ASGI message of the request, waited for in short slices so a stopping server is noticed at once. One
+    receive is awaited throughout (never cancelled and re-issued), so no chunk can be lost between slices."""
+    pending = asyncio.ensure_future(request.receive())
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            done, _ = await asyncio.wait({pending}, timeout=max(0.0, min(left, STOP_POLL_S)))
+            if done:
+                return pending.result()
+            if stopping is not None and stopping.is_set():
+                raise BadRequest("the server is stopping; the request body did not arrive in time", status=408)
+            if time.monotonic() >= deadline:
+                raise BadRequest(f"the request body did not arrive within {BODY_TIMEOUT_S:g} s", status=408)
+    finally:
+        pending.cancel()  # a no-op once it is done
 
 
 async def wait_disconnect(request: Request) -> None:

@@ -137,3 +137,15 @@ def test_pdd_export_without_its_extras_is_one_error_line(case: str, tmp_path: Pa
     assert done.returncode == 2 and len(lines) == 1, done.stdout + done.stderr
     assert lines[0].startswith("error: pdd-export needs the [export] and [train] extras") and blocked in lines[0]
     assert "pip install 'pdd[train,export]'" in lines[0] and not (tmp_path / "engine").exists()
+
+
+def test_a_refused_run_leaves_no_empty_out_behind(bundle: Path, tmp_path: Path) -> None:
+    """Refused after --out was made (the engine has no learned vocoder): the folders the run created go again."""
+    out = tmp_path / "takes" / "today"
+    guard = Guard(tmp_path)
+    assert "no learned vocoder" in error_line(invoke(run_app, "--engine", bundle, "--out", out, "--vocoder", "neural"))
+    assert not (tmp_path / "takes").exists()
+    guard.unchanged()
+    (tmp_path / "mine").mkdir()  # a folder the user made stays, even empty
+    error_line(invoke(run_app, "--engine", bundle, "--out", tmp_path / "mine", "--vocoder", "neural"))
+    assert (tmp_path / "mine").is_dir()

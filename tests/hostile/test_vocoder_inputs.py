@@ -208,3 +208,30 @@ def test_a_vocoder_checkpoint_claiming_any_size_is_refused_before_allocating(tra
     assert fragment in line, line
     guard.unchanged()
     assert not (tmp_path / "v2").exists()
+
+
+ALLOCATION_FAILURES: dict[str, BaseException] = {
+    "MemoryError": MemoryError(),
+    "torch's allocator error": RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                                            "memory: you tried to allocate 8600000000 bytes"),
+}
+
+
+@pytest.mark.parametrize("case", list(ALLOCATION_FAILURES))
+def test_an_allocation_failure_is_one_error_line(trained_run: Path, bundle: Path, teacher_master: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    import pdd.training.checkpoint as checkpoint
+    import pdd.training.vocoder_train as vocoder_train
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise ALLOCATION_FAILURES[case]
+
+    monkeypatch.setattr(vocoder_train, "MelVocoder", fail)
+    line = error_line(invoke(export_app, "--from-bundle", bundle, "--vocoder-ckpt", trained_run / CHECKPOINT_FILE,
+                             "--out", tmp_path / "v2"))
+    assert "out of memory allocating a model of" in line
+    real = checkpoint.build_denoiser
+    monkeypatch.setattr(checkpoint, "build_denoiser", lambda config: real(config) if torch.empty(0).is_meta else fail())
+    line = error_line(invoke(export_app, "--ckpt", teacher_master, "--steps", 4, "--out", tmp_path / "exported"))
+    assert "out of memory allocating a model of" in line
+    assert not (tmp_path / "v2").exists() and not (tmp_path / "exported").exists()
