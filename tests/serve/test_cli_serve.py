@@ -38,6 +38,8 @@ def one_error_line(result: Any, fragment: str) -> None:
     (["--host", "no-such-host.invalid"], "does not resolve"),
     (["--engine", "/nonexistent/engine"], "does not exist"),
     (["--backend", "tensorflow"], "unknown backend 'tensorflow'"),
+    (["--host", "0.0.0.0"], "pass --allow-remote"),
+    (["--allow-origin", "http://example.com/page"], "is not an origin like"),
 ])
 def test_bad_options_are_one_error_line(args: list[str], fragment: str, tiny_engine: Path) -> None:
     engine = [] if "--engine" in args else ["--engine", str(tiny_engine)]
