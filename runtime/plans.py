@@ -27,8 +27,9 @@ def plan_key(gpu_name: str, trt_version: str, precision: str) -> str:
 
 def recorded_plans(bundle_dir: Path, manifest: dict[str, Any], key: str) -> dict[str, Any] | None:
     """The PLANS dict for `key`: from the manifest's trt.plans, else from trt/<key>/plans.json; None if neither."""
-    plans = (manifest.get("trt") or {}).get("plans") or {}
-    if key in plans:
+    trt = manifest.get("trt")
+    plans = trt.get("plans") if isinstance(trt, dict) else None
+    if isinstance(plans, dict) and isinstance(plans.get(key), dict):  # load_bundle checked the paths it names
         return plans[key]
     sidecar = bundle_dir / "trt" / key / "plans.json"
     if sidecar.is_file():

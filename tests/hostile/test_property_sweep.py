@@ -103,7 +103,7 @@ def read_bundle(folder: Path) -> None:
     bundle = load_bundle(folder, check_graphs=False)
     # what the commands read from a loaded bundle before running anything
     (bundle.name, bundle.precision, bundle.chunks, bundle.gl_gate, bundle.vocoders, bundle.default_vocoder,
-     bundle.valid_loop_steps(), bundle.golden_path(), bundle.neural)
+     bundle.valid_loop_steps(), bundle.golden_path(), bundle.neural, bundle.trt_plans("k"))
 
 
 def check_manifest(sweep_bundle: tuple[Path, dict], changes: list) -> None:
