@@ -68,6 +68,9 @@ def stop(process: subprocess.Popen) -> tuple[float, str]:
 def test_sigterm_does_not_wait_on_a_silent_half_body_client(server: tuple[subprocess.Popen, int]) -> None:
     process, port = server
     sockets = [half_body(port) for _ in range(3)]
+    headers_only = socket.create_connection(("127.0.0.1", port), timeout=10)
+    headers_only.sendall(b"POST /api/generate HTTP/1.1\r\nHost: 127.0")  # half a header block, then silence
+    sockets.append(headers_only)
     time.sleep(0.5)  # the server is reading their bodies
     seconds, log = stop(process)
     for sock in sockets:
