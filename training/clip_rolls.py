@@ -15,7 +15,7 @@ import numpy as np
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.midi import MidiError, read_midi
-from pdd.runtime.roll import RollConfig, notes_to_roll
+from pdd.runtime.roll import RollConfig, make_notes, notes_to_roll
 
 ROLL_MODES = ("auto", "midi", "transcribe", "none")
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -60,12 +60,24 @@ def file_notes(path: Path, wave: np.ndarray, config: AudioConfig, mode: str) -> 
             return read_midi(midi)
         except MidiError as exc:
             raise NoNotes(f"its MIDI file cannot be used ({str(exc).split(': ', 1)[-1]})") from None
-    from pdd.training.basic_pitch import transcribe_notes
-
     notes = transcribe_notes(wave, config.sample_rate)
     if notes.size == 0:
         raise NoNotes("basic-pitch found no notes in it")
     return notes
+
+
+_TRANSCRIBER: list = []  # one basic-pitch session per process: loading its graph costs more than transcribing a clip
+
+
+def transcribe_notes(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """NOTE_DTYPE notes of a mono wave, transcribed by basic-pitch (BasicPitchUnavailable, one line, without it)."""
+    from pdd.training.basic_pitch import BasicPitchEmbedder
+
+    if not _TRANSCRIBER:
+        _TRANSCRIBER.append(BasicPitchEmbedder())
+    events = _TRANSCRIBER[0].transcribe(wave, sample_rate)
+    rows = [(float(a), float(b), int(round(p)), int(np.clip(round(v * 127), 1, 127))) for a, b, p, v in events]
+    return make_notes(rows)
 
 
 def clip_rolls(notes: np.ndarray, starts: np.ndarray, config: AudioConfig, rolls: RollConfig) -> np.ndarray:

@@ -16,7 +16,6 @@ composers, bpm, skipped works), both written atomically; the same arguments give
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -28,7 +27,7 @@ import numpy as np
 
 from pdd.runtime.errors import PddError
 from pdd.runtime.fileio import atomic_write_bytes, ensure_writable_dir, write_json_atomic
-from pdd.training.corpus import DEFAULT_COMPOSERS, Work, select_works
+from pdd.training.corpus import DEFAULT_COMPOSERS, select_works
 from pdd.training.process_pool import run_limited
 from pdd.training.render_score import expand_repeats
 
@@ -110,21 +109,29 @@ def extract_scores(out: str | os.PathLike[str], composers: Iterable[str] = DEFAU
     kept = [w for w in works if w.id in done]
     if not kept:
         raise ScoresError("no score could be parsed; see the skipped list")
-    notes = np.concatenate([done[w.id][0] for w in kept]).astype(np.int32)
-    starts = np.cumsum([0] + [done[w.id][0].shape[0] for w in kept]).astype(np.int64)
-    bpm = np.asarray([done[w.id][1] for w in kept], dtype=np.float64)
+    skipped = [{"id": w.id, "reason": failed[w.id]} for w in works if w.id in failed]
+    return write_scores(out, [(w.id, w.composer, *done[w.id]) for w in kept], skipped)
+
+
+def write_scores(out: str | os.PathLike[str], works: list[tuple[str, str, np.ndarray, float]],
+                 skipped: list[dict[str, str]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """OUT/scores.npz + scores.json from (id, composer, notes (N, 3) ticks, bpm) per work, written atomically."""
     import io
 
+    out = ensure_writable_dir(out, ScoresError)
+    notes = np.concatenate([np.asarray(w[2], dtype=np.int32).reshape(-1, 3) for w in works])
+    starts = np.cumsum([0] + [np.asarray(w[2]).reshape(-1, 3).shape[0] for w in works]).astype(np.int64)
+    bpm = np.asarray([w[3] for w in works], dtype=np.float64)
     buffer = io.BytesIO()
     np.savez(buffer, notes=notes, starts=starts, bpm=bpm)
     atomic_write_bytes(out / NOTES_NAME, buffer.getvalue(), error=ScoresError)
     listing = {
         "format": SCORES_FORMAT,
         "ticks_per_quarter": TICKS_PER_QUARTER,
-        "composers": sorted({w.composer for w in kept}),
-        "works": [{"id": w.id, "composer": w.composer} for w in kept],
+        "composers": sorted({w[1] for w in works}),
+        "works": [{"id": w[0], "composer": w[1]} for w in works],
         "notes": int(notes.shape[0]),
-        "skipped": [{"id": w.id, "reason": failed[w.id]} for w in works if w.id in failed],
+        "skipped": skipped or [],
     }
     write_json_atomic(out / LIST_NAME, listing, sort_keys=False)
     return listing
@@ -168,5 +175,3 @@ def heldout_work_ids(cache_index: dict[str, Any]) -> set[str]:
     return ids
 
 
-def selection_listing(works: list[Work]) -> str:
-    return json.dumps([w.id for w in works])

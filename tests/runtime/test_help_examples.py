@@ -8,9 +8,12 @@ import shlex
 from pathlib import Path
 from typing import Iterator
 
-import click
 import pytest
 import typer
+
+from typer._click.core import Command  # typer carries its own copy of click and builds its commands from it
+from typer._click.exceptions import ClickException
+from typer.core import TyperGroup as Group
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,6 +23,7 @@ COMMANDS = {  # as pyproject.toml's [project.scripts]
     "pdd-distill": "pdd.training.cli_distill",
     "pdd-eval": "pdd.training.cli_eval",
     "pdd-vocoder": "pdd.training.cli_vocoder",
+    "pdd-prior": "pdd.training.cli_prior",
     "pdd-export": "pdd.export.cli",
     "pdd-run": "pdd.runtime.cli_run",
     "pdd-bench": "pdd.runtime.cli_bench",
@@ -30,7 +34,7 @@ RUNTIME_COMMANDS = ("pdd-run", "pdd-bench", "pdd-serve")
 TORCHRUN_MODULES = {module: prog for prog, module in COMMANDS.items()}
 
 
-def command(prog: str) -> click.Command:
+def command(prog: str) -> Command:
     if prog not in RUNTIME_COMMANDS:
         pytest.importorskip("torch", reason=f"{prog} needs the [train]/[export] extras")
     if prog == "pdd-serve":
@@ -38,9 +42,9 @@ def command(prog: str) -> click.Command:
     return typer.main.get_command(importlib.import_module(COMMANDS[prog]).app)
 
 
-def helps(cmd: click.Command) -> Iterator[str]:
+def helps(cmd: Command) -> Iterator[str]:
     yield cmd.help or ""
-    if isinstance(cmd, click.Group):
+    if isinstance(cmd, Group):
         for sub in cmd.commands.values():
             yield from helps(sub)
 
@@ -61,11 +65,11 @@ def examples(prog: str) -> list[list[str]]:
     return found
 
 
-def parse(cmd: click.Command, prog: str, args: list[str]) -> str:
+def parse(cmd: Command, prog: str, args: list[str]) -> str:
     """Parse `args` as the command would (types, choices, unknown options; nothing runs); the full command name."""
     ctx = cmd.make_context(prog, list(args))
     name = prog
-    while isinstance(cmd, click.Group) and ctx.protected_args + ctx.args:
+    while isinstance(cmd, Group) and ctx.protected_args + ctx.args:
         rest = [*ctx.protected_args, *ctx.args]
         sub_name, cmd, sub_args = cmd.resolve_command(ctx, rest)
         name += f" {sub_name}"
@@ -81,7 +85,7 @@ def test_every_help_example_parses(prog: str) -> None:
     for words in lines:
         try:
             parse(cmd, prog, words[1:])
-        except click.ClickException as exc:
+        except ClickException as exc:
             pytest.fail(f"{shlex.join(words)}: {exc.format_message()}")
 
 

@@ -90,3 +90,36 @@ def test_editing_the_midi_rebuilds_the_cache(tmp_path):
     assert prepare_cache(music, tmp_path / "cache", TINY, params).up_to_date
     write_midi(music / "p0.mid", scale_notes(2.0 * TINY.clip_seconds, seed=5), overwrite=True)
     assert not prepare_cache(music, tmp_path / "cache", TINY, params).up_to_date
+
+
+def _have_basic_pitch() -> bool:
+    try:
+        from pdd.training.basic_pitch import find_model_file
+
+        find_model_file()
+        return True
+    except Exception:  # noqa: BLE001 — any reason it is missing means skip
+        return False
+
+
+@pytest.mark.skipif(not _have_basic_pitch(), reason="basic-pitch (its bundled ONNX model) is not installed")
+def test_transcribe_makes_rolls_for_audio_without_midi_and_a_renderer_trains_on_them(tmp_path):
+    from pdd.training.train import TrainConfig, train
+
+    music = tmp_path / "music"
+    notes = {f"p{i}.wav": _piece(music, f"p{i}", 3.0 * TINY.clip_seconds, seed=i, midi=False) for i in range(3)}
+    prepare_cache(music, tmp_path / "cache", TINY, PrepareParams(heldout_fraction=0.0, silence_db=-80, rolls="transcribe"))
+    cache = open_cache(tmp_path / "cache")
+    assert cache.roll_source == "transcription"
+    rolls, sources, offsets = cache.rolls("train"), cache.sources("train"), cache.offsets("train")
+    hits = total = 0
+    for roll, source, offset in zip(rolls, sources, offsets):
+        exact = notes_to_roll(notes[source], cache.roll_config, start=offset / TINY.sample_rate)
+        total += int(exact[ONSET].sum())
+        # a transcribed onset within one frame and at the same key counts
+        near = np.maximum.reduce([np.roll(roll[ONSET], k, axis=1) for k in (-1, 0, 1)])
+        hits += int((exact[ONSET] * near).sum())
+    assert total > 10 and hits / total > 0.6, (hits, total)
+    config = TrainConfig(data=str(tmp_path / "cache"), preset="tiny", batch_size=4, steps=3, warmup_steps=1,
+                         preview_every=0, threads=1, log_every=1, checkpoint_every=3, condition="notes")  # fmt: skip
+    assert train(config, tmp_path / "run", progress=False).step == 3
