@@ -24,7 +24,6 @@ import torch
 
 from pdd.runtime.bundle import MANIFEST_NAME, load_bundle, pack_entry, schedule_entry, sha256_file, write_manifest
 from pdd.runtime.config import AudioConfig
-from pdd.runtime.errors import PddError
 from pdd.runtime.fileio import files_below, remove_stale_temps, temp_prefix
 from pdd.runtime.graphs import GRAPHS
 from pdd.runtime.untrusted import is_inside, load_json, printable
@@ -45,21 +44,17 @@ from pdd.export.graphs import (
     to_fp16,
     unroll_sampler,
 )
+from pdd.export.errors import ExportError  # noqa: F401 — re-exported: callers import it from here too
 from pdd.export.parity import Parity, compare, run_graph
 from pdd.export.vocoder import export_gl_vocoder
 
 PRECISIONS = ("fp32", "fp16")
 MAX_TEACHER_STEPS = TEACHER_STEPS  # the finest DDIM grid we sample a teacher on
 MAX_UNROLLED_STEPS = 64  # beyond this the fused sampler graph gets huge; the bundle then has the denoiser (loop mode) only
-VOCODER_FOLD_LIMIT = 16384  # elements: keeps the DFT bases as ops in the vocoder graph
 WEIGHTS_FILE = "weights.onnx.data"
 GOLDEN_FILE = "golden.npz"
 GOLDEN_BATCH = 2
 GOLDEN_SEED = 0
-
-
-class ExportError(PddError):
-    """An export that cannot be done as asked, or whose graphs fail their parity check."""
 
 
 @dataclass

@@ -38,6 +38,7 @@ OPSET = 18  # the dynamo exporter's native opset (17 only works through a down-c
 BATCH_AXIS = "batch"
 EXAMPLE_BATCH = 2  # ≥ 2, or the exporter fixes the batch axis at 1
 MAX_BATCH = 4096
+VOCODER_FOLD_LIMIT = 16384  # elements a folded constant may have in the vocoder graphs: their DFT bases stay ops
 EXTERNAL_THRESHOLD_BYTES = 1024  # smaller tensors stay inside the .onnx (biases, norms' scales)
 DATA_ALIGNMENT = 64  # byte alignment of each tensor in the external-data file
 

@@ -26,12 +26,12 @@ from pdd.runtime.config import AudioConfig
 from pdd.runtime.graphs import GRAPHS
 from pdd.runtime.neural_vocoder import spectrum_to_audio
 from pdd.runtime.silence import SilenceGate
-from pdd.export.graphs import EXAMPLE_BATCH, WeightStore, assert_batch_is_dynamic, export_graph, io_specs, save_with_shared_weights
+from pdd.export.errors import ExportError
+from pdd.export.graphs import VOCODER_FOLD_LIMIT, EXAMPLE_BATCH, WeightStore, assert_batch_is_dynamic, export_graph, io_specs, save_with_shared_weights
 from pdd.export.parity import Parity, compare, run_graph
 from pdd.export.vocoder import GriffinLimVocoder
 from pdd.training.vocoder import MelVocoder, VocoderInfo, parameter_count
 
-VOCODER_FOLD_LIMIT = 16384  # as the Griffin-Lim graph: DFT bases stay ops, not megabytes of constants
 SPECTRUM_GRAPH = "neural_vocoder"
 WAVE_GRAPH = "neural_vocoder_wave"
 WEIGHTS_FILE = "neural_vocoder.onnx.data"  # both graphs' weights, stored once
@@ -79,7 +79,6 @@ def export_graphs(vocoder: MelVocoder, golden: dict[str, np.ndarray], *, with_wa
     """ONNX protos of the spectrum graph (and the in-graph-iSTFT variant), each checked against PyTorch on the golden
     inputs; the spectrum graph plus the runtime's numpy inverse is also checked against the PyTorch waveform.
     Raises ExportError naming every failed check."""
-    from pdd.export.bundle_writer import ExportError
 
     audio = vocoder.audio
     example = torch.zeros(EXAMPLE_BATCH, *audio.packed_shape)

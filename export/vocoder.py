@@ -159,7 +159,8 @@ def export_gl_vocoder(audio: AudioConfig, x0: "np.ndarray", phase0: "np.ndarray"
                       gate: SilenceGate | None = DEFAULT_GATE) -> tuple["onnx.ModelProto", "np.ndarray", list["Parity"]]:
     """The Griffin-Lim graph for `audio`, its PyTorch golden waveform for (x0, phase0), and its parity against PyTorch and
     the runtime's numpy Griffin-Lim (ExportError when either fails)."""
-    from pdd.export.bundle_writer import VOCODER_FOLD_LIMIT, ExportError
+    from pdd.export.errors import ExportError
+    from pdd.export.graphs import VOCODER_FOLD_LIMIT
     from pdd.export.graphs import EXAMPLE_BATCH, assert_batch_is_dynamic, export_graph
     from pdd.export.parity import compare, numpy_vocoder, run_graph
 

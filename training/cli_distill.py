@@ -51,6 +51,9 @@ def run(
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Gradient-norm clip, 0 = off [default: 1.0]."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps per in-round checkpoint [100]."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of data order, times and noise [default: 0]."),
+    guidance: Optional[float] = typer.Option(
+        None, "--guidance", help="A note-conditioned teacher's classifier-free guidance scale, baked into the student [1]."
+    ),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (finished rounds are kept)."),
@@ -60,7 +63,8 @@ def run(
     if threads is not None and not 1 <= threads <= 1024:
         raise typer.BadParameter("must be in 1..1024", param_hint="--threads")
     given = dict(from_steps=from_steps, to_steps=to_steps, steps_per_round=steps_per_round, batch_size=batch_size, lr=lr,
-                 weighting=weighting, ema_decay=ema_decay, grad_clip=grad_clip, checkpoint_every=checkpoint_every, seed=seed)
+                 weighting=weighting, ema_decay=ema_decay, grad_clip=grad_clip, checkpoint_every=checkpoint_every, seed=seed,
+                 guidance=guidance)
     record = prepare_distill_run(out, teacher, str(data) if data is not None else None, given, resume=resume, force=force)
     distill(record, out, resume=resume, device=device, threads=threads, progress=not no_progress)
 

@@ -44,6 +44,8 @@ from pdd.training.checkpoint import (
     read_info,
     save_checkpoint,
 )
+from pdd.runtime.conditioning import ConditionConfig
+from pdd.training.cond_data import ConditionedDataset
 from pdd.training.data import MelDataset
 from pdd.training.distill_round import DistillConfig, frozen, new_student, one_step_error, round_optimizer, train_steps
 from pdd.training.ema import EMA
@@ -189,7 +191,10 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
     if not teacher_info.audio.same_front_end(cache.config):  # packing aside: the data set packs as the teacher did
         raise ConfigError(f"{record['data']} holds audio preset {cache.config.name!r} but the teacher was trained on "
                           f"{teacher_info.audio.name!r}; pass the teacher's own cache with --data")
-    dataset = MelDataset(cache, split="train", random_shift=True, audio=teacher_info.audio)
+    condition = teacher_condition(teacher_path, teacher_info)
+    dataset: MelDataset = MelDataset(cache, split="train", random_shift=True, audio=teacher_info.audio)
+    if condition is not None:
+        dataset = ConditionedDataset(cache, condition, split="train", random_shift=True, audio=teacher_info.audio)
     if len(dataset) == 0:
         raise ConfigError(f"{record['data']} has no training clips")
     plan = BatchPlan(len(dataset), config.batch_size, Dist(), config.seed)
@@ -284,9 +289,13 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
                 if stop_after is not None and steps_done >= stop_after:
                     raise _Stopped()
 
-            def batches(step: int) -> torch.Tensor:
+            def batches(step: int) -> Any:
                 global_step = round_index * config.steps_per_round + step - 1
-                return torch.stack([dataset[i] for i in plan.indices(global_step)]).to(torch_device)
+                items = [dataset[i] for i in plan.indices(global_step)]
+                if condition is None:
+                    return torch.stack(items).to(torch_device)
+                cond = torch.stack([c for _, c in items]).to(torch_device)
+                return torch.stack([x for x, _ in items]).to(torch_device), cond, without_notes(cond, condition, teacher_info.audio)
 
             try:
                 losses = train_steps(student, teacher, optimizer, scheduler, batches, n, config, first_step=first, ema=ema,
@@ -306,6 +315,7 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
             error_after = one_step_error(final, teacher, probe, n, intervals=intervals)
             state = make_checkpoint_state(final, info_at(config.steps_per_round),
                                           extra={"schedule": ScheduleConfig.student(n).to_dict(), "settings": config.to_dict(),
+                                                 **condition_extra(condition, cache),
                                                  "one_step_error": {"before": error_before, "after": error_after}})
             save_checkpoint(student_file(out, n), state)
             (out / PROGRESS_FILE).unlink(missing_ok=True)
@@ -328,6 +338,32 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
             print(f"pdd-distill: student-{s['round']}: one-step error vs the teacher's two steps "
                   f"{s['one_step_error_before']:.4g} → {s['one_step_error_after']:.4g}")
     return DistillResult(students=find_students(out), log=log_path, rounds=summaries)
+
+
+def teacher_condition(path: Path, info: CheckpointInfo) -> ConditionConfig | None:
+    """The condition a conditioned teacher (or an earlier round's student) was trained with; None when unconditional."""
+    if not getattr(info.model, "cond_channels", 0):
+        return None
+    extra = load_checkpoint(path).get("extra", {})
+    try:
+        return ConditionConfig.from_dict(extra["condition"])
+    except (KeyError, TypeError, ConfigError):
+        raise CheckpointError(f"{path} is a conditioned model whose checkpoint does not say its condition") from None
+
+
+def condition_extra(condition: ConditionConfig | None, cache: Any) -> dict[str, Any]:
+    """What a student checkpoint records of its condition (the next round and export read it)."""
+    if condition is None:
+        return {}
+    return {"condition": condition.to_dict(), "roll": cache.roll_config.to_dict() if cache.roll_config else None}
+
+
+def without_notes(cond: torch.Tensor, condition: ConditionConfig, audio: Any) -> torch.Tensor:
+    """The guidance reference: the same condition with the notes removed (known frames kept)."""
+    null = cond.clone()
+    if condition.roll:
+        null[:, : audio.pack_chunks * 2 * condition.n_pitches] = 0.0
+    return null
 
 
 class _Stopped(Exception):

@@ -39,6 +39,9 @@ class DistillConfig(JsonConfig):
     grad_clip: float = 1.0  # 0 disables
     checkpoint_every: int = 100  # in-round resume points (steps)
     seed: int = 0
+    # A note-conditioned teacher's targets use classifier-free guidance at this scale (1: the conditional model as it
+    # is); the student learns the guided result in one pass, so guidance is baked in and costs nothing at run time.
+    guidance: float = 1.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -65,6 +68,8 @@ class DistillConfig(JsonConfig):
             problems.append("ema decay must be in [0, 1)")
         if self.grad_clip < 0:
             problems.append("grad clip must be >= 0")
+        if not 0.0 <= self.guidance <= 20.0:
+            problems.append("guidance must be in 0..20")
         if problems:
             raise ConfigError("invalid distillation settings: " + "; ".join(problems))
 
@@ -154,6 +159,23 @@ def round_optimizer(student: nn.Module, config: DistillConfig) -> tuple[torch.op
     return optimizer, scheduler
 
 
+def conditioned(model: nn.Module, cond: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """`model` with its condition bound: what the distillation math calls as model(z, t)."""
+    return lambda z, t: model(z, t, cond)
+
+
+def guided(model: nn.Module, cond: torch.Tensor, null: torch.Tensor, scale: float) -> Callable[..., torch.Tensor]:
+    """Classifier-free guidance: v̂ = v̂(null) + scale · (v̂(cond) − v̂(null)); scale 1 is the conditional model alone."""
+    if scale == 1.0:
+        return conditioned(model, cond)
+
+    def velocity(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v_null = model(z, t, null)
+        return v_null + scale * (model(z, t, cond) - v_null)
+
+    return velocity
+
+
 def train_steps(
     student: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
     batches: Callable[[int], torch.Tensor], steps: int, config: DistillConfig, *, first_step: int = 0,
@@ -162,7 +184,8 @@ def train_steps(
 ) -> list[float]:
     """Run steps first_step+1 … last_step (default: the whole round) of round `steps`; returns the losses.
 
-    `batches(step)` gives that step's (B, C·F, L) float32 batch of training clips. With `seed_for_step`, every random draw of
+    `batches(step)` gives that step's (B, C·F, L) float32 batch of training clips, or (clips, condition, null condition)
+    for a conditioned teacher (the targets then use `config.guidance`). With `seed_for_step`, every random draw of
     a step (t, noise, dropout, data shifts) comes from generators seeded by it, so a resumed round repeats an uninterrupted
     one exactly on CPU. `on_step(step, loss)` runs after each update (progress, logging, checkpoints). A NaN/inf loss raises
     NonFiniteLoss before the weights are touched.
@@ -175,7 +198,13 @@ def train_steps(
             seed = seed_for_step(step)
             torch.manual_seed(seed)
             generator = torch.Generator().manual_seed(seed)
-        loss = distillation_loss(student, teacher, batches(step), steps, config.weighting, generator)
+        batch = batches(step)
+        if isinstance(batch, tuple):
+            x0, cond, null = batch
+            loss = distillation_loss(conditioned(student, cond), guided(teacher, cond, null, config.guidance), x0, steps,
+                                     config.weighting, generator)  # fmt: skip
+        else:
+            loss = distillation_loss(student, teacher, batch, steps, config.weighting, generator)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteLoss(f"distillation loss became {value} at step {step} of round {steps}")

@@ -22,6 +22,11 @@ def tiny_prior():
     return EventPrior(prior_config("tiny")).eval()
 
 
+@pytest.fixture(scope="module")
+def tiny_graph(tiny_prior):
+    return export_prior(tiny_prior)  # exported once: the export is most of these tests' time
+
+
 def test_prior_graph_matches_pytorch_and_samples_the_same_notes(tiny_prior, tmp_path):
     parity = save_prior_graph(tiny_prior, tmp_path / "prior_step.onnx")
     assert parity["relative"] <= PRIOR_TOLERANCE
@@ -38,16 +43,17 @@ def test_prior_graph_matches_pytorch_and_samples_the_same_notes(tiny_prior, tmp_
     assert len(notes) == 2 and all(n["offset"].max() <= 2.0 for n in notes if n.size)
 
 
-def test_a_broken_or_foreign_graph_is_one_bundle_error(tiny_prior, tmp_path):
+def test_a_broken_or_foreign_graph_is_one_bundle_error(tiny_prior, tiny_graph, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
     with pytest.raises(BundleError, match="cannot be loaded"):
         PriorGraph(bad)
-    proto = export_prior(tiny_prior)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(tiny_graph)
     proto.graph.input[0].name = "tok"
     for node in proto.graph.node:
         node.input[:] = ["tok" if name == "token" else name for name in node.input]
     onnx.save(proto, str(tmp_path / "foreign.onnx"))
     with pytest.raises(BundleError, match="not a prior_step graph"):
         PriorGraph(tmp_path / "foreign.onnx")
-    assert check_prior_parity(tiny_prior, export_prior(tiny_prior))["tokens"] > 0
+    assert check_prior_parity(tiny_prior, tiny_graph)["tokens"] > 0

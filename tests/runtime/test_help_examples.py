@@ -65,12 +65,17 @@ def examples(prog: str) -> list[list[str]]:
     return found
 
 
+def protected_args(ctx) -> list[str]:
+    """A group's not-yet-parsed subcommand words (typer's click copy keeps them private)."""
+    return list(getattr(ctx, "protected_args", None) or getattr(ctx, "_protected_args", []))
+
+
 def parse(cmd: Command, prog: str, args: list[str]) -> str:
     """Parse `args` as the command would (types, choices, unknown options; nothing runs); the full command name."""
     ctx = cmd.make_context(prog, list(args))
     name = prog
-    while isinstance(cmd, Group) and ctx.protected_args + ctx.args:
-        rest = [*ctx.protected_args, *ctx.args]
+    while isinstance(cmd, Group) and [*protected_args(ctx), *ctx.args]:
+        rest = [*protected_args(ctx), *ctx.args]
         sub_name, cmd, sub_args = cmd.resolve_command(ctx, rest)
         name += f" {sub_name}"
         ctx = cmd.make_context(sub_name, sub_args, parent=ctx)  # type: ignore[union-attr]

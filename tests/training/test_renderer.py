@@ -107,3 +107,30 @@ def test_pdd_train_condition_trains_a_renderer_whose_notes_matter(note_cache, tm
     assert float(model.cond_conv.weight.abs().sum()) > 0  # the notes path learned something
     with pytest.raises(ConfigError, match="condition"):
         TrainConfig(data="x", condition="lyrics")
+
+
+def test_a_conditioned_teacher_distils_with_guidance_baked_into_a_conditioned_student(note_cache, tmp_path):
+    from pdd.training.distill import distill, prepare_distill_run
+    from pdd.training.distill_round import guided
+
+    config = TrainConfig(data=str(note_cache), preset="tiny", batch_size=8, lr=2e-3, warmup_steps=2, ema_decay=0.9,
+                         preview_every=0, threads=1, log_every=5, steps=20, checkpoint_every=10, condition="notes")  # fmt: skip
+    teacher = train(config, tmp_path / "teacher", progress=False).checkpoint
+    record = prepare_distill_run(tmp_path / "students", teacher, str(note_cache),
+                                 dict(from_steps=8, to_steps=4, steps_per_round=6, batch_size=4, guidance=2.0),
+                                 resume=False, force=False)  # fmt: skip
+    result = distill(record, tmp_path / "students", threads=1, progress=False, console_print=False)
+    student_path = result.students[4]
+    state = load_checkpoint(student_path)
+    assert state["extra"]["condition"] == ConditionConfig(roll=True, context=False).to_dict()
+    student, info = load_denoiser(student_path)
+    assert info.steps == 4 and info.model.cond_channels == ConditionConfig(roll=True, context=False).channels(TINY)
+    # guidance: 1 is the conditional model itself, 0 the null condition's, 2 extrapolates past the conditional one
+    teacher_model, _ = load_denoiser(teacher)
+    z, t = torch.randn(2, TINY.packed_channels, TINY.packed_length), torch.tensor([0.5, 0.5])
+    cond = torch.rand(2, info.model.cond_channels, TINY.packed_length)
+    null = torch.zeros_like(cond)
+    with torch.no_grad():
+        v_c, v_n = teacher_model(z, t, cond), teacher_model(z, t, null)
+        torch.testing.assert_close(guided(teacher_model, cond, null, 1.0)(z, t), v_c)
+        torch.testing.assert_close(guided(teacher_model, cond, null, 2.0)(z, t), v_n + 2.0 * (v_c - v_n))
