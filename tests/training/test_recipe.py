@@ -10,16 +10,21 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "engines" / "recipes" / "small-piano.sh"
+RECIPES = [RECIPE, ROOT / "engines" / "recipes" / "two-stage.sh"]
 
 
-def test_recipe_is_valid_bash_and_names_only_real_options() -> None:
-    subprocess.run(["bash", "-n", str(RECIPE)], check=True)
-    text = RECIPE.read_text()
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.name for r in RECIPES])
+def test_recipe_is_valid_bash_and_names_only_real_options(recipe: Path) -> None:
+    subprocess.run(["bash", "-n", str(recipe)], check=True)
+    text = recipe.read_text()
     helps = {
         "pdd-data corpus": ["pdd-data", "corpus", "--help"],
+        "pdd-data scores": ["pdd-data", "scores", "--help"],
+        "pdd-prior train": ["pdd-prior", "train", "--help"],
         "pdd-data prepare": ["pdd-data", "prepare", "--help"],
         "pdd-train": ["pdd-train", "--help"],
         "pdd-distill": ["pdd-distill", "--help"],
