@@ -14,6 +14,7 @@ from pdd.runtime.audio import load_audio
 from pdd.runtime.config import AudioConfig
 from pdd.runtime.errors import AudioError, ConfigError
 from pdd.runtime.mel import log_mel
+from pdd.runtime.untrusted import resolve_inside
 from pdd.training.metrics import (
     GaussianStats,
     frechet_distance,
@@ -155,7 +156,8 @@ def original_clips(cache: Any, split: str, indices: np.ndarray) -> np.ndarray | 
         name = sources[int(i)]
         try:
             if name not in loaded:
-                loaded[name] = load_audio(Path(root) / name, config.sample_rate)
+                # The index is untrusted: a source name never reaches outside the folder the cache was made from.
+                loaded[name] = load_audio(resolve_inside(root, name, "cache source", AudioError), config.sample_rate)
         except AudioError:
             return None
         start = int(offsets[int(i)])

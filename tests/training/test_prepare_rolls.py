@@ -123,3 +123,17 @@ def test_transcribe_makes_rolls_for_audio_without_midi_and_a_renderer_trains_on_
     config = TrainConfig(data=str(tmp_path / "cache"), preset="tiny", batch_size=4, steps=3, warmup_steps=1,
                          preview_every=0, threads=1, log_every=1, checkpoint_every=3, condition="notes")  # fmt: skip
     assert train(config, tmp_path / "run", progress=False).step == 3
+
+
+def test_held_out_audio_is_never_read_from_outside_the_folder_the_cache_was_made_from(tmp_path):
+    from pdd.training.heldout import original_clips
+
+    music = tmp_path / "music"
+    _piece(music, "p0", 2.0 * TINY.clip_seconds, seed=0)
+    prepare_cache(music, tmp_path / "cache", TINY, PrepareParams(heldout_fraction=0.0, silence_db=-80, rolls="none"))
+    cache = open_cache(tmp_path / "cache")
+    assert original_clips(cache, "train", np.array([0])) is not None  # the real audio, from the recorded folder
+    # the same audio outside the folder (so only the path, not the mel check, can refuse it), named by a hostile index
+    (tmp_path / "secret.wav").write_bytes((music / "p0.wav").read_bytes())
+    cache.index["sources"][0] = "../secret.wav"
+    assert original_clips(cache, "train", np.array([0])) is None
