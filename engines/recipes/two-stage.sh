@@ -38,3 +38,8 @@ else
     pdd-train --data "$WORK/cache-paper" --preset small --top-width 192 --condition notes+context --out "$WORK/renderer-v1" \
         --steps 20000 --lr 4e-4 --preview-every 5000 --threads 1 --no-progress
 fi
+
+# 5. Does the renderer play the notes it is given? Held-out rolls in, note F1 and structure out, at several guidance
+#    scales, decoded by the shipped engine's learned vocoder (docs/two-stage.md).
+python benchmarks/renderer_notes.py --ckpt "$WORK/renderer-v1/checkpoint.pt" --cache "$WORK/cache-paper" \
+    --engine engines/small-piano -k 16 --steps 32 --guidance 0,1,2,3 --out "$WORK/renderer-notes" --overwrite
