@@ -33,17 +33,12 @@ def real_windows(scores, works: set[str], k: int, seed: int) -> list[tuple[np.nd
         if work not in works:
             continue
         bpm = float(scores.bpm[i])
-        notes = ticks_to_notes(scores.work_notes(i).astype(np.int64), bpm)
-        table = np.stack([notes["onset"], notes["offset"], notes["pitch"], np.ones(notes.size)], axis=1)
-        for part, _ in split_notes(table, float(notes["offset"].max()), SECONDS):
+        notes = ticks_to_notes(scores.work_notes(i).astype(np.int64), bpm, velocity=127)  # velocity 1.0, as a score's
+        for part, _ in split_notes(notes, float(notes["offset"].max()), SECONDS):
             if part.shape[0]:
                 windows.append((part, bpm))
     picks = np.random.default_rng(seed).permutation(len(windows))[:k]
     return [windows[i] for i in sorted(picks)]
-
-
-def as_table(notes: np.ndarray) -> np.ndarray:
-    return np.stack([notes["onset"], notes["offset"], notes["pitch"], notes["velocity"] / 127.0], axis=1)
 
 
 def measure(sets: list[np.ndarray]) -> dict[str, float | None]:
@@ -76,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from pdd.runtime.prior_sampler import PriorSettings, events_to_notes
-    from pdd.training.cache import read_index
+    from pdd.training.cache import open_cache
     from pdd.training.prior import EventPrior
     from pdd.training.prior_torch import sample_with_torch
     from pdd.training.prior_train import load_prior
@@ -90,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{targets[0]} exists; pass --overwrite")
     torch.set_num_threads(1)
     scores = load_scores(args.scores)
-    held = heldout_work_ids(read_index(args.heldout_from / "index.json"))
+    held = heldout_work_ids(open_cache(args.heldout_from))
     reference = real_windows(scores, held, args.k, args.seed)
     model, state = load_prior(args.ckpt)
     rows: dict[str, dict[str, float | None]] = {}
@@ -105,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         for _, bpm in reference:  # one clip per reference window, at its tempo
             settings = PriorSettings(temperature=args.temperature, top_p=args.top_p, bpm=bpm)
             (tokens,) = sample_with_torch(prior, 1, settings.ticks_for(SECONDS), settings, rng)
-            clips.append(as_table(events_to_notes(tokens, bpm, SECONDS)))
+            clips.append(events_to_notes(tokens, bpm, SECONDS))
         return measure(clips)
 
     prior_values = prior_row(model)

@@ -42,10 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def table(notes: np.ndarray) -> np.ndarray:
-    return np.stack([notes["onset"], notes["offset"], notes["pitch"], notes["velocity"] / 127.0], axis=1)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -57,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from pdd.runtime.schedule import ddim_sample, grid
     from pdd.training.basic_pitch import BasicPitchEmbedder
     from pdd.training.cache import open_cache
-    from pdd.training.checkpoint import load_checkpoint, load_denoiser
+    from pdd.training.checkpoint import denoiser_from_state, load_checkpoint
     from pdd.training.structure import METRICS, clip_structure, note_f1_many, set_structure, structure_ratios
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -70,15 +66,15 @@ def run(args: argparse.Namespace) -> int:
     if any(t.exists() for t in targets) and not args.overwrite:
         raise FileExistsError(f"{targets[0]} exists; pass --overwrite")
     torch.set_num_threads(1)
-    model, info = load_denoiser(args.ckpt)
     state = load_checkpoint(args.ckpt)
+    model, info = denoiser_from_state(state, args.ckpt)
     condition = ConditionConfig.from_dict(state["extra"]["condition"])
     cache = open_cache(args.cache)
     audio = cache.config
     picks = np.sort(np.random.default_rng(args.seed).choice(cache.num_clips("heldout"), args.k, replace=False))
     rolls = [np.asarray(cache.rolls("heldout")[i], dtype=np.float32) for i in picks]
     mels = [np.asarray(cache.clips("heldout")[i], dtype=np.float32) for i in picks]
-    wanted = [table(roll_to_notes(r, cache.roll_config)) for r in rolls]
+    wanted = [roll_to_notes(r, cache.roll_config) for r in rolls]
     cond = torch.from_numpy(np.stack([build_condition(condition, audio, r) for r in rolls]))
     null = torch.zeros_like(cond)
     noise = torch.from_numpy(np.random.default_rng(args.seed + 1).standard_normal((args.k, *audio.packed_shape)).astype(np.float32))
@@ -90,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         decode = decoders(bundle, backend)["learned vocoder"]
 
         def score(x0s: list[np.ndarray]) -> tuple[dict, dict]:
-            heard = [table_from(transcriber.transcribe(decode(x0[None]), audio.sample_rate)) for x0 in x0s]
+            heard = [transcriber.transcribe(decode(x0[None]), audio.sample_rate) for x0 in x0s]
             f1 = note_f1_many(wanted, heard)
             return {"precision": f1.precision, "recall": f1.recall, "f1": f1.f1}, set_structure(
                 clip_structure(h, seconds) for h in heard)
@@ -122,10 +118,6 @@ def run(args: argparse.Namespace) -> int:
     targets[1].write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
-
-
-def table_from(events: np.ndarray) -> np.ndarray:
-    return np.asarray(events, dtype=np.float64).reshape(-1, 4)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ Every part is packed with the audio preset's `pack`, so a frame's notes, context
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -79,7 +79,3 @@ def build_condition(config: ConditionConfig, audio: AudioConfig, roll: np.ndarra
             parts.append(pack(np.asarray(known_mel, dtype=np.float32) * mask[None], audio.pack_chunks, audio.pack_order))
             parts.append(pack(mask[None], audio.pack_chunks, audio.pack_order))
     return np.concatenate(parts, axis=0)
-
-
-def condition_dict(config: ConditionConfig | None) -> dict[str, Any] | None:
-    return None if config is None else config.to_dict()

@@ -133,7 +133,7 @@ def crossfade_join(waves: list[np.ndarray], overlap: int) -> np.ndarray:
 # -- results ------------------------------------------------------------------------------------------------------------
 @dataclass
 class GeneratedClip:
-    """One output of `Engine.clips`: `seamless` consecutive clips of the seed's stream, joined."""
+    """One output of `Engine.clips`: `seamless` consecutive clips of one seed's noise stream, joined."""
 
     index: int  # output number within the call
     audio: np.ndarray  # (samples,) float32

@@ -10,6 +10,7 @@ seconds at a tempo, cut to the clip.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,7 +21,12 @@ from pdd.runtime.events import BOS, NOTE0, SHIFT0, TICKS_PER_QUARTER, VOCAB_SIZE
 from pdd.runtime.roll import clip_notes
 
 StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
-_GRAMMAR = np.stack([allowed_next(token) for token in range(VOCAB_SIZE)])  # (vocab, vocab): row = last token
+
+
+@functools.cache
+def grammar() -> np.ndarray:
+    """(vocab, vocab) bool, row = last token: `allowed_next` for every token, built on first use (not at import)."""
+    return np.stack([allowed_next(token) for token in range(VOCAB_SIZE)])
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def sample_events(step: StepFn, cache_shape: tuple[int, int, int, int], batch: i
     out: list[list[int]] = [[] for _ in range(batch)]
     for position in range(context):
         logits, keys, values = step(tokens, np.asarray([position], dtype=np.int64), keys, values)
-        nxt = nucleus_sample(logits, _GRAMMAR[tokens], settings.temperature, settings.top_p, rng)
+        nxt = nucleus_sample(logits, grammar()[tokens], settings.temperature, settings.top_p, rng)
         for b in np.flatnonzero(~done):
             out[b].append(int(nxt[b]))
         is_shift = (nxt >= SHIFT0) & (nxt < NOTE0)

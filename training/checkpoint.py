@@ -292,7 +292,12 @@ def stored_values(weights: dict[str, torch.Tensor]) -> int:
 
 def load_denoiser(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:
     """The checkpoint's model with EMA weights when present, in eval mode on `device`, and its info."""
-    state = load_checkpoint(path)
+    return denoiser_from_state(load_checkpoint(path), path, device)
+
+
+def denoiser_from_state(state: dict[str, Any], path: str | os.PathLike[str] = "checkpoint",
+                        device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointInfo]:  # fmt: skip
+    """`load_denoiser` for a checkpoint already read with `load_checkpoint` (callers that also need its extras)."""
     info = checkpoint_info(state)
     weights = state["ema"] if state.get("ema") is not None else state["model"]
     model = build_model(info, weights, path)

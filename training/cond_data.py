@@ -76,17 +76,11 @@ class ConditionedDataset(MelDataset):
     def shifted_roll(self, index: int, shift: int) -> np.ndarray:
         """(2, P, frames) float32 roll of the window `shifted_mel(index, shift)` covers."""
         assert self.rolls is not None
-        roll = np.asarray(self.rolls[index], dtype=np.float32)
-        if shift == 0:
-            return roll
-        following = np.asarray(self.rolls[index + 1], dtype=np.float32)
-        start_in_next = self.config.frames - self.max_shift(index)
-        return np.concatenate([roll[:, :, shift:], following[:, :, start_in_next : start_in_next + shift]], axis=2)
+        return self.shifted_window(self.rolls, index, shift)
 
     def item(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(mel (F, T), condition (cond_channels, L)) with this item's shift, dropout and mask."""
-        gap = self.max_shift(index) if self.random_shift else 0
-        shift = int(torch.randint(0, gap + 1, ()).item()) if gap else 0
+        shift = self.draw_shift(index)
         mel = self.shifted_mel(index, shift)
         roll = None
         if self.condition.roll and float(torch.rand(())) >= self.dropout.roll_dropout:

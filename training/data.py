@@ -59,24 +59,32 @@ class MelDataset(Dataset):
         """Largest frame offset item `index` can be shifted by (0 when no neighbouring clip continues it)."""
         return int(self._next_gap[index])
 
-    def shifted_mel(self, index: int, shift: int) -> np.ndarray:
-        """(n_mels, frames) float32: the window starting `shift` frames into clip `index` (0 ≤ shift ≤ max_shift)."""
-        clip = np.asarray(self.clips[index], dtype=np.float32)
+    def shifted_window(self, per_clip: np.ndarray, index: int, shift: int) -> np.ndarray:
+        """float32 window starting `shift` frames into clip `index` of `per_clip`, any array with one entry per clip and
+        frames last (the mels; the piano rolls beside them), continued from the next clip (0 ≤ shift ≤ max_shift)."""
+        clip = np.asarray(per_clip[index], dtype=np.float32)
         if shift == 0:
             return clip
         gap = self.max_shift(index)
         if not 0 < shift <= gap:
             raise ValueError(f"clip {index} can be shifted by 0..{gap} frames, not {shift}")
-        following = np.asarray(self.clips[index + 1], dtype=np.float32)
+        following = np.asarray(per_clip[index + 1], dtype=np.float32)
         # Frames [shift, frames) of this clip, then the next clip's frames that follow them in time.
         start_in_next = self.config.frames - gap
-        return np.concatenate([clip[:, shift:], following[:, start_in_next : start_in_next + shift]], axis=1)
+        return np.concatenate([clip[..., shift:], following[..., start_in_next : start_in_next + shift]], axis=-1)
+
+    def shifted_mel(self, index: int, shift: int) -> np.ndarray:
+        """(n_mels, frames) float32: the window starting `shift` frames into clip `index` (0 ≤ shift ≤ max_shift)."""
+        return self.shifted_window(self.clips, index, shift)
+
+    def draw_shift(self, index: int) -> int:
+        """This item's random shift (torch's RNG), 0 without `random_shift` or a neighbouring clip."""
+        gap = self.max_shift(index) if self.random_shift else 0
+        return int(torch.randint(0, gap + 1, ()).item()) if gap else 0
 
     def mel(self, index: int) -> np.ndarray:
         """(n_mels, frames) float32 mel of item `index` (at a random shift when `random_shift`)."""
-        gap = self.max_shift(index) if self.random_shift else 0
-        shift = int(torch.randint(0, gap + 1, ()).item()) if gap else 0
-        return self.shifted_mel(index, shift)
+        return self.shifted_mel(index, self.draw_shift(index))
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < len(self):

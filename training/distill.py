@@ -38,6 +38,7 @@ from pdd.training.cache import open_cache
 from pdd.training.checkpoint import (
     CheckpointError,
     CheckpointInfo,
+    denoiser_from_state,
     load_checkpoint,
     load_denoiser,
     make_checkpoint_state,
@@ -185,13 +186,14 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
         torch.set_num_threads(threads)
 
     teacher_path = Path(record["teacher"])
-    teacher, teacher_info = load_denoiser(teacher_path, device=torch_device)
+    teacher_state = load_checkpoint(teacher_path)  # read once: the model and, for a conditioned teacher, its condition
+    teacher, teacher_info = denoiser_from_state(teacher_state, teacher_path, torch_device)
     teacher_lineage = teacher_info.lineage  # the current round's teacher's (it moves on with every round)
     cache = open_cache(record["data"])
     if not teacher_info.audio.same_front_end(cache.config):  # packing aside: the data set packs as the teacher did
         raise ConfigError(f"{record['data']} holds audio preset {cache.config.name!r} but the teacher was trained on "
                           f"{teacher_info.audio.name!r}; pass the teacher's own cache with --data")
-    condition = teacher_condition(teacher_path, teacher_info)
+    condition = teacher_condition(teacher_path, teacher_state, teacher_info)
     dataset: MelDataset = MelDataset(cache, split="train", random_shift=True, audio=teacher_info.audio)
     if condition is not None:
         dataset = ConditionedDataset(cache, condition, split="train", random_shift=True, audio=teacher_info.audio)
@@ -340,11 +342,11 @@ def distill(record: dict[str, Any], out: str | os.PathLike[str], *, resume: bool
     return DistillResult(students=find_students(out), log=log_path, rounds=summaries)
 
 
-def teacher_condition(path: Path, info: CheckpointInfo) -> ConditionConfig | None:
+def teacher_condition(path: Path, state: dict[str, Any], info: CheckpointInfo) -> ConditionConfig | None:
     """The condition a conditioned teacher (or an earlier round's student) was trained with; None when unconditional."""
     if not getattr(info.model, "cond_channels", 0):
         return None
-    extra = load_checkpoint(path).get("extra", {})
+    extra = state.get("extra", {})
     try:
         return ConditionConfig.from_dict(extra["condition"])
     except (KeyError, TypeError, ConfigError):

@@ -230,8 +230,11 @@ def input_fingerprint(files: list[Path], audio_dir: Path, config: AudioConfig, p
         digest.update(f"{path.relative_to(audio_dir).as_posix()}\0{size}\0{mtime}\n".encode())
         midi = midi_beside(path) if params.rolls != "none" else None
         if midi is not None:  # new or edited notes rebuild the cache as new audio does
-            info = midi.stat()
-            digest.update(f"midi\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+            try:
+                info = midi.stat()
+                digest.update(f"midi\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+            except OSError:  # gone since listing: reading reports it; the fingerprint only has to differ
+                digest.update(b"midi\0gone\n")
     return digest.hexdigest()
 
 

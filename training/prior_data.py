@@ -38,8 +38,9 @@ class WindowSampler:
     def __post_init__(self) -> None:
         chosen = [i for i, w in enumerate(self.scores.works)
                   if w not in self.excluded and is_validation(w) == (self.split == "val")]  # fmt: skip
-        self.work_indices = np.asarray([i for i in chosen if self.scores.work_notes(i).shape[0] > 0], dtype=np.int64)
-        lengths = np.asarray([self.scores.work_notes(i).shape[0] for i in self.work_indices], dtype=np.float64)
+        counts = {i: self.scores.work_notes(i).shape[0] for i in chosen}
+        self.work_indices = np.asarray([i for i in chosen if counts[i] > 0], dtype=np.int64)
+        lengths = np.asarray([counts[i] for i in self.work_indices], dtype=np.float64)
         self.weights = lengths / lengths.sum() if lengths.size else lengths
 
     def __len__(self) -> int:

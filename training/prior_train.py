@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pdd.runtime.errors import ConfigError
 from pdd.runtime.events import PAD
 from pdd.runtime.jsonconfig import JsonConfig
-from pdd.training.cache import read_index
+from pdd.training.cache import open_cache
 from pdd.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from pdd.training.optim import NonFiniteLoss, lr_factor
 from pdd.training.prior import EventPrior, PriorConfig, count_parameters, prior_config
@@ -87,7 +87,7 @@ def prepare_prior_run(out: str | os.PathLike[str], given: dict[str, Any], *, res
 def excluded_works(config: PriorTrainConfig) -> frozenset[str]:
     if config.heldout_from is None:
         return frozenset()
-    return frozenset(heldout_work_ids(read_index(Path(config.heldout_from) / "index.json")))
+    return frozenset(heldout_work_ids(open_cache(config.heldout_from)))
 
 
 def window_loss(model: EventPrior, tokens: torch.Tensor) -> torch.Tensor:

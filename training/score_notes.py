@@ -164,14 +164,8 @@ def load_scores(folder: str | os.PathLike[str], composers: Iterable[str] = DEFAU
     return ScoreNotes(works, work_composers, bpm.astype(np.float64), starts.astype(np.int64), notes.astype(np.int32))
 
 
-def heldout_work_ids(cache_index: dict[str, Any]) -> set[str]:
+def heldout_work_ids(cache: Any) -> set[str]:
     """Work ids ("bach/bwv10.7") of a mel cache's held-out clips: the prior never trains on the pieces it is scored on."""
-    split = cache_index.get("splits", {}).get("heldout", {})
-    names = cache_index.get("sources", [])
-    ids = set()
-    for i in split.get("clip_source", []):
-        if isinstance(i, int) and 0 <= i < len(names):
-            ids.add(str(names[i]).rsplit(".", 1)[0])
-    return ids
+    return {name.rsplit(".", 1)[0] for name in cache.sources("heldout")} if "heldout" in cache.splits else set()
 
 

@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from pdd.runtime.errors import ConfigError
+from pdd.runtime.roll import NOTE_DTYPE
 
 METRICS = ("note_density", "pitch_class_entropy", "key_clarity", "pulse_clarity", "stepwise_motion", "polyphony",
            "pitch_range")
@@ -50,8 +51,11 @@ KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69,
 # -- note lists -----------------------------------------------------------------------------------------------------------
 
 def as_notes(notes: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
-    """A note list as a float64 (n, 4) array [onset_s, offset_s, pitch, velocity]; 3 columns get velocity 1. Refuses
-    non-finite values and notes that end before they start."""
+    """A note list as a float64 (n, 4) array [onset_s, offset_s, pitch, velocity]; 3 columns get velocity 1, and the
+    runtime's notes (runtime/roll.py NOTE_DTYPE, MIDI velocity) become the same columns. Refuses non-finite values and
+    notes that end before they start."""
+    if isinstance(notes, np.ndarray) and notes.dtype.names == NOTE_DTYPE.names:
+        notes = np.stack([notes["onset"], notes["offset"], notes["pitch"], notes["velocity"] / 127.0], axis=1)
     arr = np.asarray(notes, dtype=np.float64)
     if arr.size == 0:
         return np.zeros((0, 4))
