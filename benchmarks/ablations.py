@@ -1,4 +1,4 @@
-"""The seed's ablations (docs/ablations.md): what each teacher variant costs, how many steps give each the same CPU time, and
+"""The ablations (docs/ablations.md): what each teacher variant costs, how many steps give each the same CPU time, and
 the table from the `pdd-eval` results. benchmarks/ablations.sh runs the whole recipe; this script is its three helpers.
 
     python benchmarks/ablations.py cost                                   # params and FLOPs per forward of every variant

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The seed's ablations (docs/ablations.md): every teacher variant trained for the same CPU time on the same cache, each
+# The ablations (docs/ablations.md): every teacher variant trained for the same CPU time on the same cache, each
 # evaluated by pdd-eval against the same held-out clips, then one table. Resumable: re-running skips finished stages.
 #
 #   WORK=/path/with/space MINUTES=120 bash benchmarks/ablations.sh

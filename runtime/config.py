@@ -49,7 +49,7 @@ class AudioConfig(JsonConfig):
             del data["pack_order"]
         return data
 
-    # -- packing variants (the seed's ablations) -----------------------------------------------------------------
+    # -- packing variants (the ablations of docs/ablations.md) -----------------------------------------------------------------
     @property
     def pack_mode(self) -> str:
         """"none" when C = 1 (mel bins as channels over all frames), else the pack order."""

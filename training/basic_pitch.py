@@ -1,7 +1,7 @@
 """FD-BP embeddings: Spotify's Basic Pitch network, run from the ONNX file inside its PyPI wheel (a metric
 that needs no model hub: docs/architecture.md, "Quality and the three floors").
 
-Why this and not VGGish (the seed's FAD): VGGish weights are downloaded from a model hub at run time, which this project cannot
+Why this and not VGGish (FAD, as the design first named it): VGGish weights are downloaded from a model hub at run time, which this project cannot
 do. Basic Pitch (Bittner et al. 2022, a polyphonic note-transcription CNN trained on real instruments) ships its weights as
 `basic_pitch/saved_models/icassp_2022/nmp.onnx` inside the wheel. Install it without its TensorFlow dependency:
 

@@ -25,7 +25,7 @@ from pdd.runtime.plots import save_spectrogram_png
 from pdd.runtime.schedule import alpha_sigma, ddim_sample, diffuse, grid, v_target
 from pdd.training.weighting import DEFAULT_MIN_SNR_GAMMA, WEIGHTINGS, v_loss_weight
 TIME_SAMPLINGS = ("continuous", "grid1000")
-GRID_STEPS = 1000  # the seed's "T = 1000 cosine": t = k/1000 on the same schedule
+GRID_STEPS = 1000  # the design's "T = 1000 cosine": t = k/1000 on the same schedule
 
 
 def sample_times(batch: int, generator: torch.Generator | None = None, kind: str = "continuous",

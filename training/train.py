@@ -113,7 +113,7 @@ class TrainConfig(JsonConfig):
     precision: str = "auto"  # auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads on CPU; None keeps torch's choice
-    # The seed's ablations and the teacher-efficiency options (docs/ablations.md); the defaults are the shipped teacher's.
+    # The ablations and the teacher-efficiency options (docs/ablations.md); the defaults are the shipped teacher's.
     arch: str = "unet1d"  # unet1d | unet2d (training/models.py)
     pack: str = "snake"  # snake | reshape | none (runtime/pack.py; none = C = 1)
     top_width: int = 0  # width of the 1D U-Net's top level; 0 = base × mult[0]

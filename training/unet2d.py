@@ -1,4 +1,4 @@
-"""The 2D U-Net denoiser: the seed's rival architecture, for the ablation "1D U-Net with mel bins as channels vs 2D U-Net"
+"""The 2D U-Net denoiser: the rival architecture, for the ablation "1D U-Net with mel bins as channels vs 2D U-Net"
 (docs/ablations.md).
 
 It sees the unpacked mel image: input (B, F, T) — the packed tensor of a C = 1 ("--pack none") audio preset — is viewed as

@@ -17,12 +17,12 @@ mkdir -p "$WORK"
 #    evaluation reference.
 pdd-data corpus --out "$WORK/corpus" --max-hours 5 --workers 2
 pdd-data prepare "$WORK/corpus" --out "$WORK/cache-paper" --preset paper
-#    Since wave 2 the teacher trains on 10 h of the same composers (293 works; the first 71 are the 5-h corpus, so copying
+#    The teacher trains on 10 h of the same composers (293 works; the first 71 are the 5-h corpus, so copying
 #    $WORK/corpus into corpus10 first saves their render), holding out exactly cache-paper's held-out pieces.
 pdd-data corpus --out "$WORK/corpus10" --max-hours 10 --workers 2
 pdd-data prepare "$WORK/corpus10" --out "$WORK/cache10" --preset paper --heldout-from "$WORK/cache-paper"
 
-# 2. Teacher (wave 2, docs/ablations.md): small U-Net with a 192-wide top level (6.37 M params), v-diffusion, batch 16,
+# 2. Teacher (docs/ablations.md): small U-Net with a 192-wide top level (6.37 M params), v-diffusion, batch 16,
 #    AdamW lr 4e-4 (warm-up 500, cosine to 5 %), EMA 0.999, seed 0, one thread. The shipped model ran 40000 steps planned,
 #    cut to 20000 at step 7550 (the cosine schedule is re-planned on resume).
 if [ ! -f "$WORK/teacher-v2/run.json" ]; then
@@ -46,7 +46,7 @@ distil() {  # distil OUT TEACHER FROM TO STEPS_PER_ROUND: start, or resume an in
 distil "$WORK/distill-a" "$WORK/teacher-v2/checkpoint.pt" 1024 64 100
 distil "$WORK/distill-b" "$WORK/distill-a/student-64.pt" 64 4 1000
 
-# 3b. The learned vocoder (wave 2): 3.1 M params, 20000 AdamW steps, batch 16 × 32 frames of the cache's training-split
+# 3b. The learned vocoder: 3.1 M params, 20000 AdamW steps, batch 16 × 32 frames of the cache's training-split
 #     audio (the held-out files stay unseen), EMA 0.999, one thread: 78 min on the 2-core CPU (4.3 it/s).
 if [ -f "$WORK/vocoder-small/run.json" ]; then
     pdd-vocoder train --out "$WORK/vocoder-small" --resume --audio-dir "$WORK/corpus" --threads 1
@@ -61,7 +61,7 @@ fi
 pdd-eval --teacher "$WORK/teacher-v2/checkpoint.pt" --students "$WORK/distill-a" --students "$WORK/distill-b" --data "$WORK/cache-paper" \
     --out "$WORK/eval" -k 48 --steps 1024,64,16,8,4 --threads 1 --force --vocoder-ckpt "$WORK/vocoder-small/vocoder.pt"
 
-# 5. Export the 8-step student with the learned vocoder (gate −0.8/0.2, as the first wave-2 release) and the evaluation
+# 5. Export the 8-step student with the learned vocoder (gate −0.8/0.2, as the first learned-vocoder release) and the evaluation
 #    figures in its provenance; then the fp16 export beside it. (--force replaces only the bundle's own files, not the card.)
 pdd-export --ckpt "$WORK/distill-b/student-8.pt" --steps 8 --out "$ENGINE" --name small-piano --eval-json "$WORK/eval/table.json" \
     --vocoder-ckpt "$WORK/vocoder-small/vocoder.pt" --vocoder-gate=-0.8,0.2 --force

@@ -1,4 +1,4 @@
-"""Pack orders for the seed's ablations (runtime/pack.py): "reshape" (chunks stacked as they are) beside "snake", and C = 1
+"""Pack orders for the ablations (runtime/pack.py): "reshape" (chunks stacked as they are) beside "snake", and C = 1
 ("--pack none"); the audio preset and the bundle manifest carry the order, and snake presets serialise as before."""
 
 from pathlib import Path

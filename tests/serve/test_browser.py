@@ -77,7 +77,7 @@ def test_generate_in_a_real_browser(cdp: Any, page_url: str, tmp_path: Path) -> 
     assert audio["src"] == "blob:" and audio["error"] is None
     assert audio["ready"] >= 1 and 1.0 < audio["duration"] < 2.0  # the tiny engine's clip: 24320 samples at 16 kHz
     assert audio["head"] == "RIFFWAVE" and audio["download"] == f"pdd-{audio['seed']}-0.wav"
-    assert bytes(audio["bytes"]) == server_bytes(page_url, audio["seed"])  # what the page plays is the seed's clip
+    assert bytes(audio["bytes"]) == server_bytes(page_url, audio["seed"])  # what the page plays is that seed's clip
     assert canvas["drawn"] == "1" and canvas["lit"] > 0.2 and canvas["colours"] > 50
     shot = (tmp_path / "serve.png").read_bytes()
     assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000

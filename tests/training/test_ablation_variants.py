@@ -1,4 +1,4 @@
-"""The seed's ablation variants, one flag each (pdd-train --arch/--pack/--top-width/--weighting min-snr): shape round trip,
+"""The ablation variants, one flag each (pdd-train --arch/--pack/--top-width/--weighting min-snr): shape round trip,
 equal-FLOPs sizing, a tiny model learns, resume reproduces an uninterrupted run, and export with parity."""
 
 from __future__ import annotations
